@@ -1,0 +1,41 @@
+# The two commands a learner needs:  make start   and   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8888
+JUPYTER_ARGS ?=
+
+.PHONY: start test setup lint clean-db generate validate
+
+start: $(STAMP)
+	$(BIN)/pgvec-course db start
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lessons \
+		--port=$(PORT) $(JUPYTER_ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pgvec-course doctor
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "pgvec-course needs Python 3.10 or newer; run: make PYTHON=python3.11 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+generate: $(STAMP)
+	$(BIN)/pgvec-course generate
+
+validate: $(STAMP)
+	$(BIN)/pgvec-course validate
+
+clean-db: $(STAMP)
+	-$(BIN)/pgvec-course db stop
+	rm -rf .pgdata .pgdata-test

@@ -1,0 +1,58 @@
+"""The files that set the course up: compose, instructors' CI, README, .ci/run, Makefile."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def test_compose_and_github_ci_agree_on_image_port_and_credentials():
+    compose = _load("docker-compose.yml")["services"]["db"]
+    service = _load(".github/workflows/ci.yml")["jobs"]["test"]["services"]["db"]
+    image = compose["image"]
+    assert image == service["image"]
+    match = re.fullmatch(r"pgvector/pgvector:(\d+)\.(\d+)\.(\d+)-pg(\d+)(-\w+)?", image)
+    assert match, f"image {image!r} is not pinned to a pgvector version"
+    major, minor, patch, pg = (int(g) for g in match.groups()[:4])
+    assert (major, minor, patch) >= (0, 8, 4) and pg == 18
+    assert compose["environment"] == service["env"]
+    assert compose["ports"] == service["ports"] == ["5433:5432"]
+    env = compose["environment"]
+    url = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@localhost:5433/{env['POSTGRES_DB']}"
+    workflow = _load(".github/workflows/ci.yml")
+    assert workflow["jobs"]["test"]["env"]["DATABASE_URL"] == url
+    assert url in (ROOT / "README.md").read_text()
+    assert url in (ROOT / "docker-compose.yml").read_text()
+    assert "make test" in [s.get("run") for s in workflow["jobs"]["test"]["steps"]]
+
+
+def test_compose_gives_index_builds_room():
+    compose = _load("docker-compose.yml")["services"]["db"]
+    assert "maintenance_work_mem=512MB" in compose["command"]
+    assert compose["shm_size"] in ("1g", "1gb", "1024m")
+    assert "pg_isready" in " ".join(compose["healthcheck"]["test"])
+    assert any(v.endswith(":/var/lib/postgresql") for v in compose["volumes"])
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
+    assert commands[:2] == ["make start", "make test"]
+    assert "\nmake test\n" in (ROOT / ".ci/run").read_text()
+
+
+def test_every_cli_command_is_documented():
+    from pgvec_course.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        assert f"pgvec-course {name}" in readme, f"README does not mention 'pgvec-course {name}'"
