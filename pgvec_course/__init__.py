@@ -1,6 +1,58 @@
-"""Helpers for the pgvec-course lessons: connections, embeddings, queries, benchmarks, grading."""
+"""Helpers for the pgvec-course lessons: connections, embeddings, queries, benchmarks, grading.
 
-from .db import connect
+Every notebook starts with::
 
-__all__ = ["connect"]
+    import pgvec_course as pvc
+    conn = pvc.connect()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# Public name -> module that defines it. Modules load on first use, so `import pgvec_course`
+# stays fast and a lesson only pays for what it touches.
+_EXPORTS = {
+    "connect": "db",
+    "database_url": "db",
+    "CourseDatabaseError": "db",
+    "get_embedder": "embed",
+    "load_passages": "corpus",
+    "load_queries": "corpus",
+    "create_documents_table": "store",
+    "insert_document": "store",
+    "insert_documents": "store",
+    "copy_vectors": "store",
+    "search": "search",
+    "search_by_vector": "search",
+    "hybrid_search": "search",
+    "explain": "search",
+    "create_index": "index",
+    "drop_indexes": "index",
+    "index_settings": "index",
+    "estimate_build_memory": "index",
+    "recall_at_k": "metrics",
+    "precision_at_k": "metrics",
+    "mrr": "metrics",
+    "ndcg_at_k": "metrics",
+    "evaluate": "metrics",
+    "check": "grading.checks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pgvec_course' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
