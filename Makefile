@@ -5,13 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8888
 JUPYTER_ARGS ?=
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: start test setup lint clean-db generate validate
 
 start: $(STAMP)
 	$(BIN)/pgvec-course db start
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lessons \
-		--port=$(PORT) $(JUPYTER_ARGS)
+		--port=$(PORT) $(ROOT_ARG) $(JUPYTER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

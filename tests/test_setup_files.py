@@ -56,3 +56,35 @@ def test_every_cli_command_is_documented():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in sub.choices:
         assert f"pgvec-course {name}" in readme, f"README does not mention 'pgvec-course {name}'"
+
+
+def test_make_start_serves_jupyterlab_on_lessons(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), PGVEC_DATA_DIR=os.environ.get(
+        "PGVEC_DATA_DIR", str(ROOT / ".pgdata-test")))
+    proc = subprocess.Popen(
+        ["make", "-s", "start", f"PORT={port}", "JUPYTER_ARGS=--no-browser --IdentityProvider.token="],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        status, body = None, ""
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab/tree/lessons", timeout=2) as r:
+                    status, body = r.status, r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+        assert "JupyterLab" in body
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
