@@ -52,3 +52,37 @@ def own_server(tmp_path, monkeypatch):
     monkeypatch.setenv("PGVEC_DATA_DIR", str(tmp_path / "pgdata"))
     yield tmp_path / "pgdata"
     db.stop_server()
+
+
+class TinyEmbedder:
+    """A deterministic 16-dim bag-of-words embedder for testing database plumbing quickly.
+
+    Not a mock of the database: rows really go through Postgres. Texts sharing words get
+    nearby vectors, so rankings are predictable. At least one test per feature uses the
+    real local model too.
+    """
+
+    name = "tiny-test-embedder"
+    dim = 16
+
+    def embed(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                digest = hashlib.sha256(word.encode()).digest()
+                out[row, digest[0] % self.dim] += 1.0 + digest[1] / 255
+            out[row] /= np.linalg.norm(out[row]) or 1.0
+        return out
+
+    def embed_one(self, text):
+        return self.embed([text])[0]
+
+
+@pytest.fixture
+def tiny_embedder():
+    """A fast deterministic embedder (name, dim, embed, embed_one) for store/search plumbing tests."""
+    return TinyEmbedder()
