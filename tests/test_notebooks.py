@@ -1,0 +1,179 @@
+"""The committed notebooks: run, stamped, error-free, and together they teach the whole syllabus."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import pgvec_course
+from pgvec_course import notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
+FIRST_CELL = ["import pgvec_course as pvc", "conn = pvc.connect()"]
+
+# Every topic of the syllabus (issue 6 and the source tutorial) -> a pattern that some lesson's
+# cells (code or prose) must match. Case-insensitive, multi-line.
+TOPICS = {
+    "CREATE EXTENSION": r"CREATE EXTENSION( IF NOT EXISTS)? vector",
+    "extversion": r"extversion",
+    "vector(n) column": r"\bvector\(\d+\)",
+    "ALTER TABLE ... ADD COLUMN embedding": r"ALTER TABLE \w+\s+ADD COLUMN (IF NOT EXISTS )?embedding",
+    "single insert": r"INSERT INTO \w+\s*\(.*\)\s*VALUES",
+    "batch insert": r"executemany|insert_documents",
+    "COPY": r"COPY \w+.*FROM STDIN",
+    "cosine distance <=>": r"<=>",
+    "L2 distance <->": r"<->",
+    "inner product <#>": r"<#>",
+    "normalised vectors": r"normali[sz]ed",
+    "ORDER BY ... LIMIT": r"ORDER BY [^;]*<=>[^;]*\s+LIMIT",
+    "WHERE filter": r"WHERE\s+\w*\.?category\s*=",
+    "JOIN": r"\bJOIN\b",
+    "transaction": r"conn\.transaction\(\)",
+    "rollback": r"roll(ed )?back",
+    "iterative scan": r"hnsw\.iterative_scan",
+    "ivfflat": r"USING ivfflat",
+    "lists": r"lists\s*=",
+    "probes": r"ivfflat\.probes",
+    "hnsw": r"USING hnsw",
+    "m / ef_construction": r"\bm\s*=\s*\d+.*ef_construction",
+    "ef_search": r"hnsw\.ef_search",
+    "maintenance_work_mem": r"maintenance_work_mem",
+    "EXPLAIN": r"\bEXPLAIN\b",
+    "index not used for 1 - distance": r"1 - \(embedding <=>",
+    "tsvector": r"\btsvector\b",
+    "GIN": r"USING gin",
+    "ts_rank": r"ts_rank",
+    "plainto_tsquery": r"plainto_tsquery",
+    "reciprocal rank fusion": r"reciprocal rank fusion",
+    "halfvec": r"\bhalfvec\b",
+    "binary quantization": r"binary_quantize",
+    "ChromaDB": r"chromadb",
+    "quick reference": r"quick reference",
+    "docker compose": r"docker compose",
+    "pgvec-course doctor": r"pgvec-course doctor",
+}
+
+
+def _sources(nb: nbformat.NotebookNode, kind: str | None = None) -> str:
+    return "\n".join(c.source for c in nb.cells if kind is None or c.cell_type == kind)
+
+
+@pytest.fixture(scope="module")
+def lesson_text() -> str:
+    return "\n".join(_sources(nbformat.read(path, as_version=4)) for path in LESSONS)
+
+
+def test_the_nine_lessons_exist():
+    names = [path.stem for path in LESSONS]
+    assert names == [
+        "01_why_postgres", "02_storing_embeddings", "03_distance_operators", "04_nearest_neighbours",
+        "05_indexing", "06_hybrid_search", "07_beyond_the_basics", "08_alternatives_chromadb",
+        "09_quick_reference",
+    ]
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_notebook_is_run_stamped_and_error_free(path):
+    assert notebooks.check(path) == []
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.name)
+def test_exercise_notebooks_hold_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells, 1)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    assert dirty == [], f"{path.name}: cells {dirty} hold outputs; regenerate the exercise"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_opens_with_the_standard_cell_and_ends_with_a_recap(path):
+    nb = nbformat.read(path, as_version=4)
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    lines = [ln for ln in first_code.source.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines[:2] == FIRST_CELL
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and re.search(r"^#+ .*recap", last.source, re.I | re.M)
+
+
+@pytest.mark.parametrize("topic", list(TOPICS))
+def test_every_topic_is_taught(topic, lesson_text):
+    assert re.search(TOPICS[topic], lesson_text, re.I | re.M), f"no lesson covers {topic!r}"
+
+
+@pytest.mark.parametrize("name", pgvec_course.__all__)
+def test_every_public_helper_is_used_in_a_lesson(name):
+    code = "\n".join(_sources(nbformat.read(path, as_version=4), "code") for path in LESSONS)
+    assert re.search(rf"\bpvc\.{name}\b", code), f"no lesson uses pvc.{name}"
+
+
+# -- the tool itself ------------------------------------------------------------------
+
+SAMPLE = """# %% [markdown]
+# A sample
+
+Some prose.
+# %%
+import os
+print(os.path.basename(os.getcwd()), os.environ.get("PGVEC_EMBEDDER"))
+# %%
+{step}
+"""
+
+
+def _tool(capsys, *args: str) -> tuple[int, str, str]:
+    code = notebooks.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_then_run_stamps_and_check_catches_an_edit(tmp_path, capsys):
+    (tmp_path / "sample.txt").write_text(SAMPLE.format(step="6 * 7"))
+    path = tmp_path / "nb" / "sample.ipynb"
+    path.parent.mkdir()
+    assert _tool(capsys, "build", str(tmp_path / "sample.txt"), str(path))[0] == 0
+    assert notebooks.check(path) == [
+        f"{path}: never run with the tool; run 'python -m pgvec_course.notebooks run {path}'"]
+
+    code, out, err = _tool(capsys, "run", str(path))
+    assert code == 0, err
+    assert out.startswith(f"ran {path} in ")
+    nb = nbformat.read(path, as_version=4)
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
+    assert nb.cells[1].outputs[0].text == "nb local\n"  # cwd is the notebook's folder; offline embedder
+    assert nb.cells[2].outputs[0].data["text/plain"] == "42"
+    assert nb.metadata.pgvec_course.source_hash == notebooks.source_hash(nb)
+    assert _tool(capsys, "check", str(path)) == (0, "1 notebook(s) stamped and error-free\n", "")
+
+    nb.cells[2].source = "6 * 8"
+    nbformat.write(nb, path)
+    assert _tool(capsys, "check", str(path)) == (1, "", (
+        f"{path}: edited since it was last run (stale outputs); "
+        f"run 'python -m pgvec_course.notebooks run {path}'\n"))
+
+
+def test_run_refuses_to_save_a_notebook_with_an_error(tmp_path, capsys):
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(notebooks.build(SAMPLE.format(step="1 / 0")), path)
+    before = path.read_bytes()
+    assert _tool(capsys, "run", str(path)) == (1, "", (
+        f"error: {path}: cell 3 raised ZeroDivisionError: division by zero\n"
+        "    cell starts: '1 / 0'\n"
+        "notebook not saved; fix the cell and run it again\n"))
+    assert path.read_bytes() == before
+
+
+def test_the_stamp_covers_cell_types_and_sources_but_not_outputs():
+    nb = notebooks.build("# %%\nx = 1\n# %% [markdown]\nx = 1")
+    stamp = notebooks.source_hash(nb)
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi")]
+    assert notebooks.source_hash(nb) == stamp
+    nb.cells[1].cell_type = "raw"
+    assert notebooks.source_hash(nb) != stamp
