@@ -57,13 +57,14 @@ class BenchResults(list):
     """A list of BenchRow with `to_csv()`, a text table (`str()`) and an HTML table in notebooks.
 
     `k` is the k of recall@k; `timings` splits the run's own time into load_s, truth_s, build_s
-    and query_s; `title` names the data.
+    and query_s, and `by_index` splits builds and queries by index kind; `title` names the data.
     """
 
     def __init__(self, rows=(), *, k: int = 10, timings: dict[str, float] | None = None, title: str = ""):
         super().__init__(rows)
         self.k = k
         self.timings = dict(timings or {})
+        self.by_index: dict[str, dict[str, float]] = {}
         self.title = title
 
     def flagged(self) -> list[BenchRow]:

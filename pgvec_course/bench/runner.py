@@ -142,6 +142,7 @@ def run_benchmark(
 
     configs = list(configs) if configs is not None else default_configs(len(data.vectors))
     timings = dict.fromkeys(("load_s", "truth_s", "build_s", "query_s"), 0.0)
+    by_index: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
     load_vectors(conn, data, table=table)
     timings["load_s"] = time.perf_counter() - start
@@ -162,11 +163,15 @@ def run_benchmark(
                     ef_construction=config.ef_construction, lists=config.lists,
                 )  # fmt: skip
             built = (config.index, config.build)
-            timings["build_s"] += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            timings["build_s"] += seconds
+            by_index.setdefault(config.index, {"build_s": 0.0, "query_s": 0.0})["build_s"] += seconds
         start = time.perf_counter()
         setting = {config.param: config.value} if config.param and config.value is not None else {}
         run = run_queries(conn, table, data.queries, k, metric=metric, warmup=warmup, **setting)
-        timings["query_s"] += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        timings["query_s"] += seconds
+        by_index[config.index]["query_s"] += seconds
         plan_ok, used = _plan_ok(config, run.plan, info.name if info else None)
         ms = run.latencies * 1000
         rows.append(BenchRow(
@@ -177,4 +182,6 @@ def run_benchmark(
             recall=mean_recall(run.found, truth, k), plan_ok=plan_ok, build=config.build, plan=used,
         ))  # fmt: skip
     drop_indexes(conn, table)
-    return BenchResults(rows, k=k, timings=timings, title=f"{data.name}, {len(data.queries)} queries")
+    results = BenchResults(rows, k=k, timings=timings, title=f"{data.name}, {len(data.queries)} queries")
+    results.by_index = by_index
+    return results

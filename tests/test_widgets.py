@@ -1,0 +1,61 @@
+"""Widget callbacks, run without a browser: set the controls, check what the output shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgvec_course.bench import ground_truth, load_vectors, make_dataset, mean_recall, run_queries
+from pgvec_course.index import create_index
+from pgvec_course.widgets import IndexTuner
+
+
+@pytest.fixture
+def data(conn):
+    data = make_dataset(2000, 64, kind="clustered", queries=30, seed=2)
+    load_vectors(conn, data)
+    return data
+
+
+def _recall(conn, data, **setting) -> float:
+    run = run_queries(conn, "bench_vectors", data.queries, 10, **setting)
+    return mean_recall(run.found, ground_truth(data.vectors, data.queries, 10), 10)
+
+
+def test_ef_search_slider_reruns_the_queries(conn, data):
+    index = create_index(conn, "hnsw", table="bench_vectors").name
+    tuner = IndexTuner(conn, data, value=10)
+    assert list(tuner.history) == [10]
+    tuner.slider.value = 40  # what dragging the slider does: the observer calls update()
+    assert list(tuner.history) == [10, 40]
+    # HNSW search is deterministic for one graph: the widget's recall is what a plain run finds.
+    assert [tuner.history[v][0] for v in (10, 40)] == [_recall(conn, data, ef_search=v) for v in (10, 40)]
+    recall, p50, p95, used = tuner.history[40]
+    assert used == index
+    assert tuner.output.value == (
+        f"<p><b>ef_search = 40</b>: recall@10 {recall:.3f}, p50 {p50:.2f} ms, p95 {p95:.2f} ms "
+        f"over 30 queries; plan: {index}</p>"
+        "<table><thead><tr><th>ef_search</th><th>recall@10</th><th>p50 ms</th><th>p95 ms</th><th>plan</th>"
+        "</tr></thead><tbody>"
+        + "".join(
+            f"<tr><td>{v}</td><td>{r:.3f}</td><td>{a:.2f}</td><td>{b:.2f}</td><td>{u}</td></tr>"
+            for v, (r, a, b, u) in sorted(tuner.history.items())
+        )
+        + "</tbody></table>"
+    )
+
+
+def test_probes_slider_shows_when_the_planner_skips_the_index(conn, data):
+    create_index(conn, "ivfflat", table="bench_vectors", lists=20)
+    tuner = IndexTuner(conn, data, param="probes", value=1)
+    assert "plan: bench_vectors_embedding_ivfflat_cosine_idx</p>" in tuner.output.value
+    tuner.slider.value = 20
+    head = tuner.output.value.split("<table>")[0]
+    assert head.startswith("<p><b>probes = 20</b>: recall@10 1.000, p50 ")
+    assert head.endswith("plan: seq scan <b style='color:#b00'>(the planner skipped the index)</b></p>")
+    assert tuner.history[20][0] == 1.0
+
+
+def test_tuner_refuses_an_unknown_setting(conn, data):
+    message = r"^param must be 'ef_search' \(HNSW\) or 'probes' \(IVFFlat\), not 'm'$"
+    with pytest.raises(ValueError, match=message):
+        IndexTuner(conn, data, param="m")
