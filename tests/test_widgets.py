@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from pgvec_course.bench import ground_truth, load_vectors, make_dataset, mean_recall, run_queries
+from pgvec_course.corpus import load_passages
 from pgvec_course.index import create_index
-from pgvec_course.widgets import IndexTuner
+from pgvec_course.search import hybrid_search, search
+from pgvec_course.store import create_documents_table, insert_documents
+from pgvec_course.widgets import IndexTuner, SearchBox
 
 
 @pytest.fixture
@@ -59,3 +62,46 @@ def test_tuner_refuses_an_unknown_setting(conn, data):
     message = r"^param must be 'ef_search' \(HNSW\) or 'probes' \(IVFFlat\), not 'm'$"
     with pytest.raises(ValueError, match=message):
         IndexTuner(conn, data, param="m")
+
+
+@pytest.fixture
+def knowledge_base(conn):
+    create_documents_table(conn, fulltext=True)
+    insert_documents(conn, load_passages(), progress=False)
+    return conn
+
+
+def test_search_box_follows_query_category_and_mode(knowledge_base):
+    conn = knowledge_base
+    box = SearchBox(conn, k=3)
+    assert box.output.value == "<p><i>Type a question and press Enter.</i></p>"
+    assert box.category.options[0] == ("all categories", None) and len(box.category.options) == 8
+
+    box.query.value = "how do I avoid a unique violation when inserting?"
+    semantic = search(conn, "how do I avoid a unique violation when inserting?", 3)
+    assert box.output.value == "<p>3 semantic results</p>" + semantic._repr_html_()
+    assert semantic.ids()[0] == 1  # "Duplicate keys and upserts"
+
+    box.category.value = "cooking"
+    in_cooking = search(conn, "how do I avoid a unique violation when inserting?", 3, category="cooking")
+    assert box.output.value == "<p>3 semantic results in cooking</p>" + in_cooking._repr_html_()
+    assert {r.category for r in in_cooking} == {"cooking"}
+
+    box.category.value = None
+    box.mode.value = "keyword"
+    box.query.value = "SQLSTATE 23505"
+    keyword = box.results()
+    assert keyword.ids() == [1] and keyword.value == "score"
+    assert box.output.value == "<p>1 keyword results</p>" + keyword._repr_html_()
+
+    box.mode.value = "hybrid"
+    hybrid = hybrid_search(conn, "SQLSTATE 23505", 3)
+    assert box.output.value == "<p>3 hybrid results</p>" + hybrid._repr_html_()
+    assert hybrid.ids()[0] == 1
+
+    box.category.value = "databases"
+    assert box.output.value.startswith("<p>3 hybrid results in databases</p>")
+    assert box.results().ids()[0] == 1 and {r.category for r in box.results()} == {"databases"}
+
+    box.query.value = "  "
+    assert box.output.value == "<p><i>Type a question and press Enter.</i></p>"

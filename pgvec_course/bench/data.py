@@ -165,5 +165,6 @@ def mean_recall(found: list[list[int]], truth: np.ndarray, k: int = 10) -> float
     """Return recall@k averaged over queries: the share of the true k nearest ids that were found."""
     if len(found) != len(truth):
         raise ValueError(f"got results for {len(found)} queries but ground truth for {len(truth)}")
-    hits = [len(set(f[:k]) & set(t[:k].tolist())) / len(t[:k]) for f, t in zip(found, truth, strict=True)]
-    return float(np.mean(hits))
+    from ..metrics import recall_at_k
+
+    return float(np.mean([recall_at_k(f, t[:k].tolist(), k) for f, t in zip(found, truth, strict=True)]))
