@@ -158,3 +158,18 @@ def test_index_settings_validate_values(conn):
             with index_settings(conn, **kwargs):
                 pass
         assert str(err.value) == message
+
+
+def test_hnsw_estimate_matches_where_pgvector_runs_out_of_memory(conn):
+    # pgvector says after how many tuples the graph stopped fitting in maintenance_work_mem;
+    # the estimate per element should put that point within 3%.
+    _items(conn, n=2_000, dim=128)
+    notices = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    conn.execute("SET maintenance_work_mem = '2MB'")
+    with pytest.warns(UserWarning):
+        create_index(conn, "hnsw", table="items", metric="l2", m=16, ef_construction=32)
+    fitted = int(re.search(r"after (\d+) tuples", " ".join(notices)).group(1))
+    per_element = estimate_build_memory(1, 128, "hnsw", m=16)
+    assert per_element == 520 + 32 * 16 + 200
+    assert abs(2 * 2**20 / per_element - fitted) / fitted < 0.03
