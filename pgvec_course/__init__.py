@@ -39,6 +39,15 @@ _EXPORTS = {
     "mrr": "metrics",
     "ndcg_at_k": "metrics",
     "evaluate": "metrics",
+    "make_dataset": "bench",
+    "load_vectors": "bench",
+    "check_distinct": "bench",
+    "ground_truth": "bench",
+    "run_benchmark": "bench",
+    "save_plots": "plots",
+    "plot_recall_latency": "plots",
+    "IndexTuner": "widgets",
+    "SearchBox": "widgets",
     "check": "grading.checks",
 }
 
