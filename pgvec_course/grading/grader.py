@@ -1,0 +1,292 @@
+"""`pgvec-course grade` and `validate`: grade a class's notebooks, each in its own kernel and database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .. import __version__, db
+from ..config import HOME_DIR, settings
+from . import report, runner, sandbox
+from .spec import Context, Exercise, Outcome, get_exercise, tests_hash
+
+# Environment variables a kernel never inherits: API keys, and any other route to a database.
+_SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
+
+
+@dataclass
+class Options:
+    """How to grade: `exercise` overrides the notebooks' metadata; None timeouts use the exercise's."""
+
+    exercise: str | None = None
+    timeout: int | None = None
+    cell_timeout: int | None = None
+
+
+@dataclass
+class Submission:
+    """One learner's graded notebook: what `grades.csv`, `<learner>.json` and the feedback show."""
+
+    learner: str
+    path: str
+    exercise: str = ""
+    status: str = "graded"  # graded, timeout, hung, kernel_died, not_gradable, error
+    reason: str = ""
+    score: float = 0.0
+    max: float = 0.0
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reproducibility: dict[str, str] = field(default_factory=dict)
+
+
+def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
+    """Return (learner, notebook) pairs: a file is one learner, a folder holds notebooks or folders."""
+    found: list[tuple[str, Path]] = []
+    for path in paths:
+        if path.is_file():
+            found.append((path.stem, path))
+            continue
+        if not path.is_dir():
+            raise FileNotFoundError(f"no notebook or folder at {path}; pass .ipynb files or folders of them")
+        for entry in sorted(path.iterdir()):
+            if entry.is_file() and entry.suffix == ".ipynb":
+                found.append((entry.stem, entry))
+            elif entry.is_dir() and not entry.name.startswith("."):
+                notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+                if notebooks:  # a folder per learner (an LMS export): the folder names the learner
+                    found.append((entry.name, notebooks[0] if len(notebooks) == 1 else entry))
+    seen: dict[str, int] = {}
+    unique = []
+    for learner, nb in found:
+        seen[learner] = seen.get(learner, 0) + 1
+        unique.append((learner if seen[learner] == 1 else f"{learner}-{seen[learner]}", nb))
+    return unique
+
+
+def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.NotebookNode, Exercise] | None:
+    if path.is_dir():
+        sub.status, sub.reason = "not_gradable", f"{path.name} holds several notebooks; keep one per learner"
+        return None
+    try:
+        nb = nbformat.read(path, as_version=4)
+        assert isinstance(nb.cells, list)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never raised
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        sub.status, sub.reason = "not_gradable", f"not a valid notebook ({first})"
+        return None
+    meta = nb.metadata.get("pgvec_course")
+    name = options.exercise or (meta.get("exercise") if isinstance(meta, dict) else None)
+    if not name:
+        sub.status, sub.reason = "not_gradable", "the notebook names no exercise; pass --exercise NAME"
+        return None
+    try:
+        exercise = get_exercise(str(name))
+    except KeyError as exc:
+        sub.status, sub.reason = "not_gradable", str(exc).strip("'\"")
+        return None
+    sub.exercise, sub.max = exercise.name, exercise.max_points
+    return nb, exercise
+
+
+def kernel_env(url: str, workdir: Path) -> dict[str, str]:
+    """Return the environment of a submission's kernel: its own database, offline, no secrets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update(DATABASE_URL=url, PGVEC_EMBEDDER="local", PGVEC_CACHE_DIR=str(workdir / ".cache"),
+               PGVEC_DATA_DIR=str(workdir / ".pgdata"), PYTHONHASHSEED="0", MPLBACKEND="Agg")
+    return env
+
+
+def seed_cache() -> Path:
+    """Embed the course corpus and labelled queries once into a cache file each kernel gets a copy of."""
+    from ..corpus import load_passages, load_queries
+    from ..embed import get_embedder
+    from ..store import document_text
+
+    path = settings().cache_dir / "grader-seed.sqlite"
+    passages = load_passages()
+    texts = [p.content for p in passages] + [document_text(p.title, p.content) for p in passages]
+    texts += [q.query for q in load_queries()]
+    from .._embed_cache import CachedEmbedder
+
+    # Filled from the course's own cache when it is warm; never written by a submission's kernel.
+    CachedEmbedder(get_embedder("local", quiet=True), path=path).embed(texts)
+    return path
+
+
+def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path | None = None) -> Submission:
+    """Grade one notebook in a fresh kernel and database; never raise for a broken submission."""
+    started = time.monotonic()
+    sub = Submission(learner=learner, path=str(path))
+    loaded = _load(sub, path, options)
+    if loaded is None:
+        return sub
+    nb, exercise = loaded
+    timeout = options.timeout or exercise.timeout
+    cell_timeout = min(options.cell_timeout or timeout, timeout)
+    workdir = Path(tempfile.mkdtemp(prefix="pvc-grade-"))
+    try:
+        if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
+            (workdir / ".cache").mkdir()
+            shutil.copyfile(seed, workdir / ".cache" / "embeddings.sqlite")
+        with sandbox.sandbox(admin, statement_timeout=cell_timeout) as box:
+            # Hidden inputs are in the probes, which run only after all of the learner's cells.
+            probes = {q.id: q.probe(True) for q in exercise.questions}
+            run = runner.execute(nb, probes=probes, env=kernel_env(box.url, workdir), cwd=workdir,
+                                 cell_timeout=cell_timeout, notebook_timeout=timeout)
+            scored = time.monotonic()
+            _score(sub, exercise, run, box.url)
+            sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
+    except Exception as exc:  # noqa: BLE001 - one submission's failure must not stop the batch
+        sub.status, sub.reason = "error", f"the grader failed: {type(exc).__name__}: {exc}"[:500]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    sub.timings["total"] = round(time.monotonic() - started, 2)
+    return sub
+
+
+def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str) -> None:
+    from ..embed import get_embedder
+
+    # Uncached: a submission's kernel can write to the shared embedding cache, the grader never reads it.
+    embedder = get_embedder("local", cache=False, quiet=True)
+    sub.status = "graded" if run.status == "ok" else run.status
+    sub.reason = run.detail
+    sub.execution = {k: v for k, v in asdict(run).items() if k != "probes"}
+    with db.connect(url) as conn:
+        sub.reproducibility = {
+            "postgres": db.server_version(conn), "pgvector": db.pgvector_version(conn),
+            "embedder": f"{embedder.name} ({embedder.dim} dims)", "package": __version__,
+            "tests_hash": tests_hash(exercise),
+        }
+        for q in exercise.questions:
+            probe = run.probes.get(q.id)
+            # Without data from the kernel (it died or hung) a question may still be scored on
+            # what the database holds; anything that needs the learner's functions fails.
+            error = probe.error if probe else (run.detail or "the notebook stopped before this question")
+            data = probe.data if probe and probe.error is None else {"error": error}
+            outcome = _safe(q, data, Context(conn, embedder))
+            conn.rollback()
+            points = max(0.0, min(float(outcome.points), q.points))
+            sub.questions.append({"id": q.id, "title": q.title, "points": points, "max_points": q.points,
+                                  "passed": bool(outcome.passed), "feedback": outcome.feedback,
+                                  "seconds": round(probe.seconds, 2) if probe else 0.0})
+    sub.score = round(sum(q["points"] for q in sub.questions), 2)
+
+
+def _safe(q, data: Any, ctx: Context) -> Outcome:
+    try:
+        return q.score(data, ctx, True)
+    except Exception as exc:  # noqa: BLE001 - scorers should not raise; if one does, say so
+        return Outcome(q.id, 0.0, q.points, False, f"could not score: {type(exc).__name__}: {exc}")
+
+
+def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1,
+                progress: bool = True) -> list[Submission]:
+    """Grade submissions, `jobs` at a time on one server, each in its own database; clean up after."""
+    from tqdm.auto import tqdm
+
+    admin = sandbox.admin_url()
+    sandbox.prepare(admin)
+    sandbox.sweep(admin)
+    seed = seed_cache()
+    results: list[Submission] = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+                tqdm(total=len(subs), desc="Grading", unit="notebook", disable=not progress) as bar:
+            futures = [pool.submit(grade_one, learner, path, admin, options, seed) for learner, path in subs]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(1)
+    finally:
+        sandbox.sweep(admin)
+    order = {learner: n for n, (learner, _) in enumerate(subs)}
+    return sorted(results, key=lambda s: order[s.learner])
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    try:
+        subs = find_submissions([Path(p) for p in args.paths])
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not subs:
+        print("error: no notebooks found in " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+    options = Options(exercise=args.exercise, timeout=args.timeout, cell_timeout=args.cell_timeout)
+    results = grade_batch(subs, options=options, jobs=args.jobs, progress=not args.quiet)
+    out = Path(args.out)
+    report.write_all(results, out, gradescope=args.gradescope)
+    print(report.summary(results))
+    print(f"wrote {out / 'grades.csv'} and one .json and .md per learner in {out}")
+    return 1 if any(s.status == "error" for s in results) else 0
+
+
+def validate(
+    *, root: Path = HOME_DIR, jobs: int = 2, out: Path | None = None
+) -> list[tuple[Submission, str]]:
+    """Grade the solution masters and generated exercises; return (result, problem or '') pairs."""
+    solutions = sorted((root / "solutions").glob("*.ipynb"))
+    exercises = sorted((root / "exercises").glob("*.ipynb"))
+    if not solutions:
+        raise FileNotFoundError(f"no solution notebooks in {root / 'solutions'}")
+    subs = [(f"solution-{p.stem}", p) for p in solutions] + [(f"exercise-{p.stem}", p) for p in exercises]
+    results = grade_batch(subs, options=Options(), jobs=jobs, progress=False)
+    if out is not None:
+        report.write_all(results, out)
+    checked = []
+    for sub in results:
+        want = sub.max if sub.learner.startswith("solution-") else 0.0
+        problem = ""
+        if sub.status != "graded":
+            problem = f"status {sub.status}: {sub.reason}"
+        elif sub.score != want:
+            failing = [f"{q['id']}: {q['feedback']}" for q in sub.questions if q["passed"] != (want > 0)]
+            problem = f"scored {sub.score:g}, expected {want:g} ({'; '.join(failing)[:300]})"
+        checked.append((sub, problem))
+    return checked
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        checked = validate(root=Path(args.root), jobs=args.jobs, out=Path(args.out) if args.out else None)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}; run it from the course repository or pass --root", file=sys.stderr)
+        return 1
+    print(report.summary([sub for sub, _ in checked]))
+    for sub, problem in checked:
+        if problem:
+            print(f"FAIL {sub.learner}: {problem}")
+    bad = sum(bool(problem) for _, problem in checked)
+    print(f"{len(checked) - bad} of {len(checked)} notebooks graded as expected")
+    return 1 if bad else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the `grade` and `validate` commands."""
+    p = sub.add_parser("grade", help="grade learners' notebooks, each in its own kernel and database")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a notebook, or a folder of notebooks")
+    p.add_argument("--exercise", help="grade as this exercise (default: the notebook's metadata)")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--out", default="grades", help="folder for grades.csv and feedback (default grades/)")
+    p.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the exercise's)")
+    p.add_argument("--cell-timeout", type=int, help="seconds for one cell (default: --timeout)")
+    p.add_argument("--gradescope", action="store_true", help="also write Gradescope results.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_grade)
+    v = sub.add_parser("validate", help="check solutions get full marks and exercises zero")
+    v.add_argument("--root", default=str(HOME_DIR), help="folder holding solutions/ and exercises/")
+    v.add_argument("--jobs", type=int, default=2)
+    v.add_argument("--out", help="also write the reports here")
+    v.set_defaults(func=cmd_validate)
+
