@@ -84,7 +84,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # Instructors' commands live with the grading code; each module defines add_parser(subparsers).
-_PLUGINS: tuple[str, ...] = ("pgvec_course.grading.generate",)
+_PLUGINS: tuple[str, ...] = ("pgvec_course.grading.generate", "pgvec_course.grading.grader")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ class Settings:
 
     database_url: str | None
     data_dir: Path
+    grader_data_dir: Path
     cache_dir: Path
     openai_api_key: str | None
     openai_base_url: str | None
@@ -32,6 +33,8 @@ def settings() -> Settings:
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         data_dir=Path(env.get("PGVEC_DATA_DIR") or HOME_DIR / ".pgdata").expanduser(),
+        # The autograder's own server: password-only, never the learner's trust-auth one.
+        grader_data_dir=Path(env.get("PGVEC_GRADER_DATA_DIR") or HOME_DIR / ".pgdata-grader").expanduser(),
         cache_dir=Path(env.get("PGVEC_CACHE_DIR") or HOME_DIR / ".cache").expanduser(),
         openai_api_key=env.get("OPENAI_API_KEY") or None,
         openai_base_url=env.get("OPENAI_BASE_URL") or None,

