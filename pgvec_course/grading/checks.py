@@ -197,11 +197,26 @@ def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding
     import numpy as np
     from psycopg import sql
 
-    rows = conn.execute(sql.SQL("SELECT id, {} FROM {} WHERE {} IS NOT NULL ORDER BY id").format(
-        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column))).fetchall()
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    matrix = np.array([r[1].to_numpy() for r in rows], dtype=np.float64) if rows else np.zeros((0, 0))
-    return ids, matrix
+    query = sql.SQL("SELECT id::int8, {} FROM {} WHERE {} IS NOT NULL ORDER BY id").format(
+        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column))
+    # Binary COPY parsed by numpy takes a quarter of a second for 10,000 x 1536 values, where
+    # building a pgvector.Vector per row takes several seconds.
+    buf = bytearray()
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
+        for chunk in copy:
+            buf += chunk
+    body = bytes(buf[19:-2])  # 19-byte header, 2-byte trailer
+    if not body:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
+    dim = int.from_bytes(body[18:20], "big")
+    row = np.dtype([("fields", ">i2"), ("n1", ">i4"), ("id", ">i8"), ("n2", ">i4"), ("dim", ">i2"),
+                    ("unused", ">i2"), ("v", ">f4", (dim,))])
+    if len(body) % row.itemsize == 0:
+        rows = np.frombuffer(body, dtype=row)
+        if np.all(rows["dim"] == dim):
+            return rows["id"].astype(np.int64), rows["v"].astype(np.float64)
+    raise ValueError(f"the vectors in {table}.{column} do not all have the same dimension: "
+                     "declare the column with one, for example vector(384)")
 
 
 def cosine_distances(matrix: Any, query: Any) -> Any:
@@ -218,3 +233,24 @@ def ranked(ids: Any, keys: Any) -> Any:
     import numpy as np
 
     return ids[np.lexsort((ids, keys))]
+
+
+def self_test(exercise_name: str, namespace: dict[str, Any]) -> list[Outcome]:
+    """Score every question of an exercise on public and hidden inputs; raise unless all pass."""
+    from ..db import connect
+    from ..embed import get_embedder
+    from .spec import get_exercise
+
+    exercise = get_exercise(exercise_name)
+    outcomes = []
+    with connect() as conn:
+        ctx = Context(conn=conn, embedder=get_embedder(quiet=True))
+        for hidden in (False, True):
+            for q in exercise.questions:
+                exec(compile(q.probe(hidden), f"<probe {q.id}>", "exec"), namespace)  # noqa: S102
+                data = json.loads(json.dumps(namespace.pop(RESULT_NAME, None), default=str))
+                outcomes.append(safe_score(q.id, q.points, lambda q=q, d=data, h=hidden: q.score(d, ctx, h)))
+    failed = [str(o) for o in outcomes if not o.passed]
+    if failed:
+        raise AssertionError("not every question passes:\n" + "\n".join(failed))
+    return outcomes

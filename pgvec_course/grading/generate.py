@@ -3,8 +3,9 @@
 In a master's code cells, the lines between `### BEGIN SOLUTION` and `### END SOLUTION` become a
 placeholder: `raise NotImplementedError(hint)` inside a function, `...` after a `# TODO` comment at
 the top level. The hint is the text in brackets after BEGIN SOLUTION: `### BEGIN SOLUTION (Write
-ask(): ...)`. Lines between `### BEGIN HIDDEN` and `### END HIDDEN` are dropped, and so are cells
-whose first line is `### HIDDEN` or whose metadata says `{"pgvec_course": {"hidden": true}}`.
+ask(): ...)`; in a markdown cell the block becomes that hint in italics. Lines between
+`### BEGIN HIDDEN` and `### END HIDDEN` are dropped, and so are cells whose first line is
+`### HIDDEN` or whose metadata says `{"pgvec_course": {"hidden": true}}`.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ class MarkerError(ValueError):
     """A master notebook's solution or hidden markers do not pair up."""
 
 
-def strip_solution(source: str, *, where: str = "cell") -> str:
-    """Return a code cell's source with solution blocks replaced by placeholders and hidden lines gone."""
+def strip_solution(source: str, *, where: str = "cell", markdown: bool = False) -> str:
+    """Return a cell's source with solution blocks replaced by placeholders and hidden lines gone."""
     out: list[str] = []
     state = None  # None, "solution" or "hidden"
     for number, line in enumerate(source.splitlines(), start=1):
         begin = _BEGIN.match(line)
         if state is None and begin:
             indent, hint = begin.group("indent"), begin.group("hint") or DEFAULT_HINT
-            if indent:
+            if markdown:
+                out.append(f"*{hint}*" if hint != DEFAULT_HINT else "*Write your answer here.*")
+            elif indent:
                 out.append(f"{indent}raise NotImplementedError({hint!r})")
             else:
                 out += [f"# TODO: {hint}", "..."]
@@ -78,7 +81,8 @@ def student_notebook(master: nbformat.NotebookNode, master_path: str) -> nbforma
         if cell.cell_type == "code":
             new = nbformat.v4.new_code_cell(strip_solution(cell.source, where=f"{master_path} cell {number}"))
         elif cell.cell_type == "markdown":
-            new = nbformat.v4.new_markdown_cell(cell.source)
+            new = nbformat.v4.new_markdown_cell(
+                strip_solution(cell.source, where=f"{master_path} cell {number}", markdown=True))
         else:
             new = nbformat.v4.new_raw_cell(cell.source)
         new.id = cell.get("id") or f"cell-{number}"  # stable ids keep regeneration byte-identical
