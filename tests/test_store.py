@@ -152,3 +152,14 @@ def test_copy_vectors_explains_wrong_shapes(conn):
     assert str(err.value) == (
         "table missing does not exist; create it first, e.g. with create_documents_table(conn)"
     )
+
+
+def test_copy_vectors_needs_an_integer_id_column_for_ids(conn):
+    conn.execute("CREATE TABLE tagged (id text, embedding vector(2))")
+    with pytest.raises(ValueError) as err:
+        copy_vectors(conn, "tagged", [[1.0, 2.0]], ids=["a"])
+    assert str(err.value) == (
+        "copy_vectors needs an integer or bigint id column in tagged; "
+        "leave ids out to let the column's default fill it"
+    )
+    assert copy_vectors(conn, "tagged", [[1.0, 2.0]]) == 1
