@@ -24,6 +24,8 @@ def __pvc_probe():
             return {"__type__": type(x).__name__}
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
+        if type(x).__name__ == "Decimal":  # numeric columns: a number all the same
+            return float(x)
         if hasattr(x, "tolist") and hasattr(x, "dtype"):
             return plain(x.tolist(), depth + 1)
         if isinstance(x, (list, tuple)):
