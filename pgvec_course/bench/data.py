@@ -24,7 +24,12 @@ __all__ = [
 
 Kind = Literal["uniform", "gaussian", "clustered"]
 KINDS: tuple[str, ...] = ("uniform", "gaussian", "clustered")
-CLUSTER_SPREAD = 0.5  # noise norm around a unit centre: neighbours in a cluster have cosine ~0.8
+# Clustered data lives near a 32-dimensional subspace, as real embeddings do (low intrinsic
+# dimension). Isotropic clusters in 1536 dimensions would be perfectly separated, which makes
+# IVFFlat exact at probes = 1 and teaches nothing; these overlap like topics do.
+LATENT_DIM = 32
+CLUSTER_SPREAD = 1.0  # per latent axis, as wide as the spread of the cluster centres themselves
+NOISE = 0.1  # full-dimensional noise, relative to each vector's norm
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,8 +54,8 @@ def make_dataset(n: int, dim: int, *, kind: Kind = "uniform", queries: int = 100
     """Generate N x dim float32 vectors and query vectors of one kind, the same for the same seed.
 
     `uniform`: every value in [0, 1), as the tutorial's exercise asks; `gaussian`: standard
-    normal values; `clustered`: about sqrt(N) tight clusters on the unit sphere, normalised,
-    which behaves much more like real embeddings.
+    normal values; `clustered`: a mixture of about sqrt(N) Gaussian clusters in a 32-dimensional
+    subspace plus a little noise, normalised, which behaves much more like real embeddings.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown data kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -63,10 +68,14 @@ def make_dataset(n: int, dim: int, *, kind: Kind = "uniform", queries: int = 100
     elif kind == "gaussian":
         data = rng.standard_normal((total, dim), dtype=np.float32)
     else:
-        centres = _unit(rng.standard_normal((max(1, round(math.sqrt(n))), dim)))
-        members = rng.integers(len(centres), size=total)
-        noise = rng.standard_normal((total, dim)) * (CLUSTER_SPREAD / math.sqrt(dim))
-        data = _unit(centres[members] + noise).astype(np.float32)
+        latent = min(LATENT_DIM, dim)
+        centres = rng.standard_normal((max(1, round(math.sqrt(n))), latent))
+        points = centres[rng.integers(len(centres), size=total)]
+        points = points + CLUSTER_SPREAD * rng.standard_normal((total, latent))
+        projected = points @ (rng.standard_normal((latent, dim)) / math.sqrt(latent))
+        noise = rng.standard_normal((total, dim)) / math.sqrt(dim)
+        data = _unit(projected + NOISE * np.linalg.norm(projected, axis=1, keepdims=True) * noise)
+        data = data.astype(np.float32)
     return Dataset(f"{kind} {n}x{dim}", data[:n], data[n:])
 
 
