@@ -134,8 +134,6 @@ def execute(
             _run_cells(client, run, cell_timeout, deadline)
             if run.status in ("ok", "timeout"):  # the kernel still answers: probe what is there
                 _run_probes(client, run, probes, cell_timeout)
-    except DeadKernelError:
-        run.status, run.detail = "kernel_died", "the kernel died (a crash or os._exit) during the probes"
     except Exception as exc:  # noqa: BLE001 - a kernel that cannot start fails this submission only
         run.status, run.detail = "error", f"could not run the notebook: {type(exc).__name__}: {exc}"[:500]
     run.seconds = time.monotonic() - started
@@ -200,6 +198,10 @@ def _run_probes(client: _Client, run: Execution, probes: dict[str, str], cell_ti
             if not _recover(client):
                 run.status, run.detail = "hung", f"the kernel hung while grading {question}"
                 break
+        except DeadKernelError:
+            probe.error = "the kernel died while running your code"
+            run.status, run.detail = "kernel_died", f"the kernel died (crash or exit) in {question}"
+            break
         except (ValueError, TypeError) as exc:
             probe.error = f"no result could be read back ({exc})"
         finally:

@@ -187,7 +187,7 @@ def sweep(admin: str) -> list[str]:
 
 def _alive(tag: str | None) -> bool:
     host, _, pid = (tag or "").removeprefix("pgvec-course grader ").partition(" pid ")
-    if not pid.isdigit():
+    if not pid.isdigit() or int(pid) <= 0:
         return False
     if host != socket.gethostname():
         return True  # another machine's grader: not ours to judge
