@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ __all__ = ["plot_build_times", "plot_index_sizes", "plot_recall_latency", "save_
 _MB = 1024 * 1024
 _COLOURS = {"none": "black", "ivfflat": "tab:blue", "hnsw": "tab:orange"}
 _NAMES = {"none": "no index (exact)", "ivfflat": "IVFFlat", "hnsw": "HNSW"}
+_LABEL_OFFSET = {"ivfflat": (5, -12), "hnsw": (-4, 7)}  # points: IVFFlat labels below, HNSW above
 
 
 def _figure(size=(7.5, 5)) -> Figure:
@@ -62,8 +64,8 @@ def plot_recall_latency(results: Sequence[BenchRow]) -> Figure:
                 text = f"{text} ({r.plan}!)".strip()
                 ax.plot([r.p50_ms], [r.recall], marker="x", color="red", markersize=12)
             if text:
-                ax.annotate(text, (r.p50_ms, r.recall), textcoords="offset points", xytext=(5, -12),
-                            fontsize=8)
+                ax.annotate(text, (r.p50_ms, r.recall), textcoords="offset points", fontsize=8,
+                            xytext=_LABEL_OFFSET.get(index, (5, -12)), color=colour)
     if any(not r.plan_ok for r in results):
         ax.plot([], [], "x", color="red", markersize=10, label="flagged: plan did not use the index")
     ax.set_xscale("log")
@@ -73,7 +75,9 @@ def plot_recall_latency(results: Sequence[BenchRow]) -> Figure:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("median latency per query, p50 (ms, log scale)")
     ax.set_ylabel(f"recall@{k} (share of the true top {k} found)")
-    ax.set_ylim(-0.02, 1.05)
+    # Zoom on the recalls measured (in steps of 0.1), or easy data would sit in a thin band at the top.
+    low = math.floor((min((r.recall for r in results), default=0.0) - 0.02) * 10) / 10
+    ax.set_ylim(max(0.0, low) - 0.02, 1.03)
     ax.set_title("Recall vs latency" + _suffix(results))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
