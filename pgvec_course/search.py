@@ -55,7 +55,7 @@ class Results(list):
         widths = [min(max(len(row[i]) for row in rows), 40 if i == 1 else 200) for i in range(5)]
         lines = ["  ".join(cell[:w].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]  # fmt: skip
-        return "\n".join(lines) if self else f"(no results){chr(10)}"
+        return "\n".join(lines) if self else "(no results)"
 
     def __repr__(self) -> str:
         return f"Results ({len(self)} rows, by {self.value})\n{self}"

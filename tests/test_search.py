@@ -81,7 +81,7 @@ def test_results_render_as_text_and_html():
     html = results._repr_html_()
     assert "<td>Soup &amp; &lt;bread&gt;</td>" in html and "<th>distance</th>" in html
     assert html.count("<tr>") == 2
-    assert str(Results([], value="score")) == "(no results)\n"
+    assert str(Results([], value="score")) == "(no results)"
 
 
 def test_explain_shows_that_only_the_operator_form_uses_the_index(conn):
