@@ -18,8 +18,10 @@ from pgvec_course.bench import (
     make_dataset,
     mean_recall,
     run_benchmark,
+    run_queries,
 )
 from pgvec_course.bench.__main__ import main
+from pgvec_course.index import create_index, index_settings
 from pgvec_course.search import explain
 
 CSV_HEADER = ["index", "param", "value", "build_s", "index_bytes", "p50_ms", "p95_ms", "p99_ms", "qps",
@@ -143,8 +145,6 @@ def test_config_when_the_planner_skips_the_index_is_flagged(conn):
     )
     # What EXPLAIN shows on its own: probes = lists costs more than reading the table.
     load_vectors(conn, data)
-    from pgvec_course.index import create_index, index_settings
-
     create_index(conn, "ivfflat", table="bench_vectors", lists=20)
     query = "SELECT id FROM bench_vectors ORDER BY embedding <=> %s LIMIT 10"
     with index_settings(conn, probes=20):
@@ -179,3 +179,18 @@ def test_cli_writes_csv_and_plots(test_db_url, tmp_path, capsys):
     assert [(r["index"], r["value"]) for r in rows] == [
         ("none", ""), ("ivfflat", "1"), ("ivfflat", "10"), ("hnsw", "10"), ("hnsw", "40")
     ]
+
+
+def test_queries_are_planned_afresh_on_a_preparing_connection(conn):
+    # The conn fixture keeps psycopg's default: statements are prepared after 5 runs, and a
+    # cached plan would survive a change of ivfflat.probes.
+    assert conn.prepare_threshold == 5
+    data = make_dataset(2000, 64, kind="uniform", queries=50, seed=5)
+    load_vectors(conn, data)
+    create_index(conn, "ivfflat", table="bench_vectors", lists=20)
+    truth = ground_truth(data.vectors, data.queries, 10)
+    few = run_queries(conn, "bench_vectors", data.queries, probes=1)
+    every = run_queries(conn, "bench_vectors", data.queries, probes=20)
+    assert few.plan.uses_index and not every.plan.uses_index
+    assert mean_recall(few.found, truth) < 0.5 and mean_recall(every.found, truth) == 1.0
+    assert conn.prepare_threshold == 5

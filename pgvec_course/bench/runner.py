@@ -94,22 +94,30 @@ def run_queries(
     probes: int | None = None,
     warmup: int = 10,
 ) -> QueryRun:
-    """Run every query once in one transaction with the given settings, after `warmup` untimed ones."""
+    """Run every query once in one transaction with the given settings, after `warmup` untimed ones.
+
+    Automatic prepared statements are off while it runs, so each query is planned with its settings.
+    """
     from ..index import index_settings
     from ..search import explain
 
     query = _query(conn, table, metric)
     latencies = np.empty(len(queries))
     found: list[list[int]] = []
-    with index_settings(conn, ef_search=ef_search, probes=probes), conn.cursor() as cur:
-        plan = explain(conn, query, (queries[0], k))
-        for q in queries[:warmup]:  # fills the buffer cache, so the first timed queries are not outliers
-            cur.execute(query, (q, k)).fetchall()
-        for i, q in enumerate(queries):
-            start = time.perf_counter()
-            rows = cur.execute(query, (q, k)).fetchall()
-            latencies[i] = time.perf_counter() - start
-            found.append([row[0] for row in rows])
+    # A prepared statement could keep a plan made before the settings changed: plan every query afresh.
+    threshold, conn.prepare_threshold = conn.prepare_threshold, None
+    try:
+        with index_settings(conn, ef_search=ef_search, probes=probes), conn.cursor() as cur:
+            plan = explain(conn, query, (queries[0], k))
+            for q in queries[:warmup]:  # fills the buffer cache, so the first timed queries are not outliers
+                cur.execute(query, (q, k)).fetchall()
+            for i, q in enumerate(queries):
+                start = time.perf_counter()
+                rows = cur.execute(query, (q, k)).fetchall()
+                latencies[i] = time.perf_counter() - start
+                found.append([row[0] for row in rows])
+    finally:
+        conn.prepare_threshold = threshold
     return QueryRun(found, latencies, plan)
 
 
@@ -133,7 +141,7 @@ def run_benchmark(
 ) -> BenchResults:
     """Load `data` into `table`, then build and query each configuration; return one row per config.
 
-    Use a connection made with `connect(prepare=False)`: prepared plans would ignore the settings.
+    Prepared statements are off while queries run (as with `connect(prepare=False)`).
     Configurations sharing a build (kind and parameters) share one index, built once.
     """
     from tqdm.auto import tqdm
