@@ -209,6 +209,9 @@ def _trend(rows: list[dict], kind: str, param: str) -> str | None:
                 f"set {param} with SET LOCAL in the query's transaction; EXPLAIN shows if the index is used")
     if max(recalls) <= 0:
         return f"{kind} recall is 0 everywhere: compare ids, not distances"
+    if recalls[-1] - recalls[0] < 1e-9 and recalls[0] < 0.99:
+        return (f"{kind} recall does not change with {param}: is {param} set in the same transaction "
+                "as the query (SET LOCAL needs one)?")
     return None
 
 
