@@ -18,7 +18,7 @@ import nbformat
 from .. import __version__, db
 from ..config import HOME_DIR, settings
 from . import report, runner, sandbox
-from .spec import Context, Exercise, Outcome, get_exercise, tests_hash
+from .spec import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
 
 # Environment variables a kernel never inherits: API keys, and any other route to a database.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
@@ -87,6 +87,8 @@ def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.Noteb
         return None
     meta = nb.metadata.get("pgvec_course")
     name = options.exercise or (meta.get("exercise") if isinstance(meta, dict) else None)
+    if not name and path.stem in EXERCISES:  # a master, or a learner who kept the file's name
+        name = path.stem
     if not name:
         sub.status, sub.reason = "not_gradable", "the notebook names no exercise; pass --exercise NAME"
         return None
