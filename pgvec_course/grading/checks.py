@@ -8,6 +8,7 @@ one-line pass/fail with a hint) and never raises for a failing answer.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,9 +138,10 @@ def safe_score(question: str, max_points: float, scorer: Callable[[], Outcome]) 
 def check(question_id: str, *objs: Any, **names: Any) -> Outcome:
     """Run one question's public checks against your objects and database; return the outcome.
 
-    Pass your function(s) in the order the question names them (`pvc.check("kb.ask", ask)`) or by
-    name. A `conn=` keyword that is a psycopg connection is used for the references; otherwise a
-    new connection to the course database is opened.
+    Pass your function(s) in the order the question names them (`pvc.check("kb.ask", ask)`) or
+    by name; names you leave out are read from your notebook (`pvc.check("bench.sweep")` reads
+    `results`). A `conn=` keyword that is a psycopg connection is used for the references;
+    otherwise a new connection to the course database is opened.
     """
     try:
         _, question = find_question(question_id)
@@ -151,6 +153,9 @@ def check(question_id: str, *objs: Any, **names: Any) -> Outcome:
                        f"pvc.check({question_id!r}, ...) takes {wanted}; got {len(objs)} objects")
     namespace: dict[str, Any] = dict(zip(question.needs, objs, strict=False))
     namespace.update(names)
+    # Names not passed are looked up where the check was called: the notebook's own variables.
+    caller = sys._getframe(1).f_globals
+    namespace.update({n: caller[n] for n in question.needs if n not in namespace and n in caller})
     conn = namespace.get("conn")
     own = not isinstance(conn, psycopg.Connection)
     try:

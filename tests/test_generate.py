@@ -1,0 +1,141 @@
+"""The exercise notebooks are generated from the solution masters, and run without the answers."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from pgvec_course import cli, db
+from pgvec_course.grading.generate import MarkerError, generate, strip_solution, student_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
+
+
+def test_exercises_are_up_to_date_with_the_masters(capsys):
+    assert cli.main(["generate", "--check", "--root", str(ROOT)]) == 0
+    assert capsys.readouterr().out == "exercises/ is up to date with solutions/\n"
+    assert [p.name for p in EXERCISES] == [
+        "01_knowledge_base.ipynb",
+        "02_index_benchmark.ipynb",
+        "03_hybrid_search.ipynb",
+    ]
+
+
+def test_a_modified_master_makes_the_check_fail_until_regenerated(tmp_path, capsys):
+    shutil.copytree(ROOT / "solutions", tmp_path / "solutions")
+    shutil.copytree(ROOT / "exercises", tmp_path / "exercises")
+    master = tmp_path / "solutions" / "01_knowledge_base.ipynb"
+    nb = nbformat.read(master, as_version=4)
+    nb.cells[0].source += "\n\nOne more sentence."
+    nbformat.write(nb, master)
+    (tmp_path / "exercises" / "99_stray.ipynb").write_text("{}")
+
+    assert cli.main(["generate", "--check", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"out of date: {tmp_path}/exercises/01_knowledge_base.ipynb\n"
+        f"out of date: {tmp_path}/exercises/99_stray.ipynb\n"
+        "run 'pgvec-course generate' and commit exercises/\n"
+    )
+    assert cli.main(["generate", "--root", str(tmp_path)]) == 0
+    assert generate(tmp_path, check=True) == []
+    assert not (tmp_path / "exercises" / "99_stray.ipynb").exists()
+
+
+def test_generate_outside_the_repository_says_where_to_run_it(tmp_path, capsys):
+    assert cli.main(["generate", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: no master notebooks in {tmp_path}/solutions: run this from the "
+        "course repository's top folder, or pass --root\n"
+    )
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_exercises_hold_no_solution_hidden_cell_or_output(path):
+    nb = nbformat.read(path, as_version=4)
+    text = nbformat.writes(nb)
+    for marker in ("### BEGIN SOLUTION", "### END SOLUTION", "### HIDDEN", "BEGIN HIDDEN", "self_test"):
+        assert marker not in text
+    assert nb.metadata["pgvec_course"] == {"exercise": path.stem, "generated": True}
+    assert nb.cells[0].source.startswith(
+        f"*Generated from `solutions/{path.name}` by `pgvec-course generate`"
+    )
+    assert nb.cells[2].source == "import pgvec_course as pvc\nconn = pvc.connect()"
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"
+    )
+    master = nbformat.read(ROOT / "solutions" / path.name, as_version=4)
+    hidden = [c for c in master.cells if c.source.startswith("### HIDDEN")]
+    assert len(hidden) == 1 and len(nb.cells) == len(master.cells) - len(hidden) + 1
+
+
+def test_strip_solution_placeholders():
+    source = (
+        'def ask(q):\n    """Doc."""\n    ### BEGIN SOLUTION (Write ask(): embed it)\n    return 1\n'
+        "    ### END SOLUTION\n\nask('x')"
+    )
+    assert strip_solution(source) == (
+        'def ask(q):\n    """Doc."""\n    raise NotImplementedError(\'Write ask(): embed it\')\n\nask(\'x\')'
+    )
+    assert strip_solution("### BEGIN SOLUTION (load the table)\nx = 1\n### END SOLUTION\nprint(x)") == (
+        "# TODO: load the table\n...\nprint(x)"
+    )
+    assert strip_solution("a = 1\n### BEGIN HIDDEN\nsecret = 2\n### END HIDDEN\nb = 3") == "a = 1\nb = 3"
+    assert strip_solution("Read it.\n### BEGIN SOLUTION\nThe answer.\n### END SOLUTION", markdown=True) == (
+        "Read it.\n*Write your answer here.*"
+    )
+    with pytest.raises(MarkerError, match="a ### BEGIN SOLUTION block is never closed"):
+        strip_solution("### BEGIN SOLUTION\nx = 1")
+    with pytest.raises(MarkerError, match="cell, line 1: unexpected '### END SOLUTION'"):
+        strip_solution("### END SOLUTION")
+
+
+def test_cells_marked_hidden_in_metadata_are_dropped():
+    master = nbformat.v4.new_notebook()
+    master.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("secret = 2")]
+    master.cells[1].metadata["pgvec_course"] = {"hidden": True}
+    nb = student_notebook(master, "solutions/09_demo.ipynb")
+    assert [c.source for c in nb.cells[1:]] == ["x = 1"]
+
+
+@pytest.fixture(scope="module")
+def exercise_db_url():
+    """A fresh database, so no table left by the solution notebooks can answer a check."""
+    with db.connect() as admin:
+        admin.execute("DROP DATABASE IF EXISTS pgvec_exercises WITH (FORCE)")
+        admin.execute("CREATE DATABASE pgvec_exercises")
+    return make_conninfo(db.database_url(), dbname="pgvec_exercises")
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_generated_exercises_run_and_every_check_says_not_yet(path, exercise_db_url, monkeypatch):
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    class CurrentEnv(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            spec = super().get_kernel_spec(kernel_name)
+            spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+            return spec
+
+    monkeypatch.setenv("DATABASE_URL", exercise_db_url)
+    nb = nbformat.read(path, as_version=4)
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=CurrentEnv())
+    NotebookClient(
+        nb, km=km, timeout=300, allow_errors=True, resources={"metadata": {"path": str(ROOT / "exercises")}}
+    ).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), "the kernel stopped before the last cell"
+    checks = [c for c in code if c.source.startswith("pvc.check(")]
+    assert checks
+    for cell in checks:
+        shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+        assert shown.startswith("✘ not yet "), (cell.source, shown)
+        assert not any(o.output_type == "error" for o in cell.outputs)
