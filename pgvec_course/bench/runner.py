@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import psycopg
@@ -27,6 +27,7 @@ class Config:
 
     index: str = "none"
     value: int | None = None
+    _: KW_ONLY
     lists: int | None = None
     m: int = 16
     ef_construction: int = 64
