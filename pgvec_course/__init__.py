@@ -28,6 +28,7 @@ _EXPORTS = {
     "copy_vectors": "store",
     "search": "search",
     "search_by_vector": "search",
+    "keyword_search": "search",
     "hybrid_search": "search",
     "explain": "search",
     "create_index": "index",

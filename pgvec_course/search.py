@@ -12,7 +12,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-__all__ = ["Result", "Results", "Plan", "search", "search_by_vector", "hybrid_search", "explain"]
+__all__ = [
+    "Result", "Results", "Plan", "search", "search_by_vector", "keyword_search", "hybrid_search", "explain",
+]
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 ITERATIVE_SCAN = {True: "relaxed_order", False: "off", "off": "off", "relaxed_order": "relaxed_order",
@@ -174,6 +176,44 @@ def search(
     )
 
 
+_KEYWORD = """SELECT id, title, content, category, ts_rank(tsv, query) AS score
+FROM {table}, plainto_tsquery('english', %(text)s) AS query
+WHERE tsv @@ query{where}
+ORDER BY score DESC, id
+LIMIT %(k)s"""
+
+
+def keyword_search(
+    conn: psycopg.Connection,
+    query_text: str,
+    k: int = 5,
+    *,
+    table: str = "documents",
+    category: str | None = None,
+) -> Results:
+    """Return the k best full-text matches (ts_rank over plainto_tsquery('english', ...)), best first."""
+    _check_k(k)
+    query = sql.SQL(_KEYWORD).format(table=sql.Identifier(table), where=_category_filter(category, "AND"))
+    rows = _run_fulltext(conn, query, {"text": query_text, "k": k, "category": category}, table)
+    return Results([Result(*row[:4], score=row[4]) for row in rows], value="score")
+
+
+def _category_filter(category: str | None, keyword: str) -> sql.Composable:
+    return sql.SQL(f" {keyword} category = %(category)s") if category is not None else sql.SQL("")
+
+
+def _run_fulltext(conn: psycopg.Connection, query: sql.Composable, params: dict, table: str) -> list:
+    try:
+        return conn.execute(query, params).fetchall()
+    except psycopg.errors.UndefinedColumn as exc:
+        if '"tsv"' not in str(exc):
+            raise
+        raise ValueError(
+            f"table {table} has no tsv column for full-text search; recreate it with "
+            f"create_documents_table(conn, fulltext=True, drop=True) and load the documents again"
+        ) from None
+
+
 # -- EXPLAIN -----------------------------------------------------------------------
 
 _INDEX_IN_PLAN = re.compile(
@@ -237,14 +277,14 @@ def explain(
 # ts_rank when the text matches (0 otherwise), weighted, best first.
 _WEIGHTED = """WITH semantic AS (
     SELECT id, title, content, category, 1 - (embedding <=> %(q)s) AS semantic_score
-    FROM {table}
+    FROM {table}{where}
     ORDER BY embedding <=> %(q)s
     LIMIT %(candidates)s
 ),
 fulltext AS (
     SELECT id, ts_rank(tsv, plainto_tsquery('english', %(text)s)) AS text_score
     FROM {table}
-    WHERE tsv @@ plainto_tsquery('english', %(text)s)
+    WHERE tsv @@ plainto_tsquery('english', %(text)s){and_where}
 )
 SELECT s.id, s.title, s.content, s.category,
        %(w)s * s.semantic_score + %(w_text)s * COALESCE(f.text_score, 0) AS score
@@ -256,14 +296,14 @@ LIMIT %(k)s"""
 # scores the sum of 1 / (rrf_k + rank) over the legs it appears in.
 _RRF = """WITH vector_leg AS (
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rank
-    FROM (SELECT id, embedding <=> %(q)s AS distance FROM {table}
+    FROM (SELECT id, embedding <=> %(q)s AS distance FROM {table}{where}
           ORDER BY embedding <=> %(q)s LIMIT %(candidates)s) AS nearest
 ),
 text_leg AS (
     SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank
     FROM (SELECT id, ts_rank(tsv, query) AS text_score
           FROM {table}, plainto_tsquery('english', %(text)s) AS query
-          WHERE tsv @@ query
+          WHERE tsv @@ query{and_where}
           ORDER BY text_score DESC, id LIMIT %(candidates)s) AS matches
 ),
 fused AS (
@@ -287,6 +327,7 @@ def hybrid_search(
     semantic_weight: float = 0.7,
     rrf_k: int = 60,
     candidates: int | None = None,
+    category: str | None = None,
     embedder=None,
 ) -> Results:
     """Combine vector search with Postgres full-text search and return the k best, best first.
@@ -298,7 +339,7 @@ def hybrid_search(
     default 50) and the full-text leg (top `candidates` by ts_rank among rows whose tsv
     matches) each rank their rows 1, 2, 3, ... (ties by id); a row scores
     sum(1 / (rrf_k + rank)) over the legs it appears in, so a keyword-only match can win.
-    Ties in the final score go to the smaller id. Needs the `tsv` column
+    Ties in the final score go to the smaller id. `category` filters both legs. Needs the `tsv` column
     (create_documents_table(conn, fulltext=True)).
     """
     _check_k(k)
@@ -320,16 +361,17 @@ def hybrid_search(
         "w": float(semantic_weight),
         "w_text": 1 - float(semantic_weight),
         "rrf_k": rrf_k,
+        "category": category,
     }
     template = _WEIGHTED if method == "weighted" else _RRF
-    query = sql.SQL(template).format(table=sql.Identifier(table))
-    try:
-        rows = conn.execute(query, params).fetchall()
-    except psycopg.errors.UndefinedColumn as exc:
-        if '"tsv"' not in str(exc):
-            raise
-        raise ValueError(
-            f"table {table} has no tsv column for full-text search; recreate it with "
-            f"create_documents_table(conn, fulltext=True, drop=True) and load the documents again"
-        ) from None
+    query = sql.SQL(template).format(
+        table=sql.Identifier(table),
+        where=_category_filter(category, "WHERE"),
+        and_where=_category_filter(category, "AND"),
+    )
+    if category is None:
+        rows = _run_fulltext(conn, query, params, table)
+    else:
+        # As in search_by_vector: a filtered vector leg needs an iterative scan to fill up.
+        rows = _with_scan_mode(conn, "strict_order", query, params)
     return Results([Result(*row[:4], score=row[4]) for row in rows], value="score")

@@ -11,30 +11,12 @@ import html
 import ipywidgets as w
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from .bench import Dataset, ground_truth, mean_recall, run_queries
-from .search import Result, Results
 
 __all__ = ["IndexTuner", "SearchBox"]
 
 _LIMITS = {"ef_search": (1, 1000), "probes": (1, 100)}  # pgvector caps ef_search at 1000
-_WIDE = 100  # rows each hybrid leg ranks when a category filter is applied afterwards
-_KEYWORD = """SELECT id, title, content, category, ts_rank(tsv, query) AS score
-FROM {table}, plainto_tsquery('english', %(text)s) AS query
-WHERE tsv @@ query{where}
-ORDER BY score DESC, id
-LIMIT %(k)s"""
-
-
-def _keyword_search(conn: psycopg.Connection, text: str, k: int, *, table: str, category: str | None):
-    # search.py has no keyword-only search yet; this is its full-text leg on its own.
-    where = sql.SQL(" AND category = %(category)s") if category else sql.SQL("")
-    query = sql.SQL(_KEYWORD).format(table=sql.Identifier(table), where=where)
-    rows = conn.execute(query, {"text": text, "k": k, "category": category}).fetchall()
-    return Results([Result(*row[:4], score=row[4]) for row in rows], value="score")
-
-
 class _Widget:
     widget: w.Widget
 
@@ -131,20 +113,16 @@ class SearchBox(_Widget):
 
     def results(self):
         """Run the search the controls describe and return its Results."""
-        from .search import hybrid_search, search
+        from .search import hybrid_search, keyword_search, search
 
         text, category = self.query.value.strip(), self.category.value
         if self.mode.value == "semantic":
             return search(self.conn, text, self.k, table=self.table, category=category,
                           embedder=self.embedder)  # fmt: skip
         if self.mode.value == "keyword":
-            return _keyword_search(self.conn, text, self.k, table=self.table, category=category)
-        if category is None:
-            return hybrid_search(self.conn, text, self.k, table=self.table, embedder=self.embedder)
-        # hybrid_search has no category filter: fuse wide legs, then keep the category's rows in order.
-        wide = hybrid_search(self.conn, text, _WIDE, table=self.table, candidates=_WIDE,
+            return keyword_search(self.conn, text, self.k, table=self.table, category=category)
+        return hybrid_search(self.conn, text, self.k, table=self.table, category=category,
                              embedder=self.embedder)  # fmt: skip
-        return Results([r for r in wide if r.category == category][: self.k], value="score")
 
     def update(self) -> None:
         """Search with the current query, category and mode, and show the top results."""

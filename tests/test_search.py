@@ -309,3 +309,29 @@ def test_end_to_end_with_the_real_local_embedder(conn):
     assert search(conn, "baking a loaf", k=1, category="cooking", embedder=embedder).ids() == [5]
     assert hybrid_search(conn, "btree index", k=1, embedder=embedder).ids() == [3]
     assert hybrid_search(conn, "btree index", k=1, method="weighted", embedder=embedder).ids() == [3]
+
+
+def test_keyword_search_ranks_full_text_matches_and_filters(conn, tiny_embedder):
+    from pgvec_course.search import keyword_search
+
+    _hybrid_table(conn, tiny_embedder)
+    expected = conn.execute(
+        "SELECT id, ts_rank(tsv, plainto_tsquery('english', 'attention')) FROM documents "
+        "WHERE tsv @@ plainto_tsquery('english', 'attention') ORDER BY 2 DESC, id").fetchall()
+    results = keyword_search(conn, "attention", k=5)
+    assert [(r.id, r.score) for r in results] == expected
+    assert results.ids() == [2, 1] and results.value == "score"  # the shorter text ranks higher
+    assert keyword_search(conn, "attention", k=5, category="edu").ids() == [2]
+    assert keyword_search(conn, "quasar", k=5) == []
+
+
+def test_hybrid_category_filters_both_legs(conn, tiny_embedder):
+    _hybrid_table(conn, tiny_embedder)
+    for method in ("rrf", "weighted"):
+        results = hybrid_search(conn, "model", k=5, method=method, category="ml", embedder=tiny_embedder)
+        assert sorted(results.ids()) == [1, 6, 7]
+        assert {r.category for r in results} == {"ml"}
+    unfiltered = hybrid_search(conn, "model", k=10, embedder=tiny_embedder)
+    ml_only = [r.id for r in unfiltered if r.category == "ml"]
+    # With the filter applied inside both legs, RRF ranks the ml rows in the same order.
+    assert hybrid_search(conn, "model", k=3, category="ml", embedder=tiny_embedder).ids() == ml_only
