@@ -21,16 +21,20 @@ os.environ["PGVEC_EMBEDDER"] = "local"
 
 from pgvec_course import db  # noqa: E402
 
-TEST_DB = "pgvec_test"
+# One database per test run, so two runs on one server (two terminals, two engineers) never
+# drop each other's tables.
+TEST_DB = f"pgvec_test_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
-def test_db_url() -> str:
-    """A freshly created database for this test run, on the course's server."""
+def test_db_url():
+    """A freshly created database for this test run, on the course's server; dropped afterwards."""
     with db.connect() as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {TEST_DB}")
-    return db.database_url()
+    yield db.database_url()
+    with db.connect() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
 
 
 @pytest.fixture
