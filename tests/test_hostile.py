@@ -30,6 +30,7 @@ EXPECTED = {
     "exit_in_ask": ("kernel_died", 4, "checking ask failed: the kernel died while running your code"),
     "ignores_interrupt": ("hung", 4, "checking ask failed: cell 8 ran past 10 s and the kernel did not stop"),
     "infinite_loop": ("graded", 10, "the 3 nearest passages"),
+    "memory_hog": ("graded", 10, "the 3 nearest passages"),
     "monkeypatch": ("graded", 4, "these look like L2 distances"),
     "not_json": ("not_gradable", 0, None),
     "os_exit": ("kernel_died", 4, "checking ask failed: the kernel died (crash or exit) in cell 8"),
@@ -77,6 +78,10 @@ def test_timeouts_are_recorded(hostile):
     assert _result(hostile, "pg_sleep")["execution"]["timed_out_cells"] == [8]
     assert _result(hostile, "ignores_interrupt")["reason"] == \
         "cell 8 ran past 10 s and the kernel did not stop"
+
+
+def test_memory_is_capped(hostile):
+    assert _result(hostile, "memory_hog")["execution"]["errors"] == ["cell 8: MemoryError: "]
 
 
 def test_printing_50_mb_is_truncated(hostile):

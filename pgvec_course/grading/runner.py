@@ -19,6 +19,10 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 OUTPUT_LIMIT = 64_000  # characters kept per learner cell; the rest is dropped as it arrives
 PROBE_OUTPUT_LIMIT = 8_000_000  # a probe prints one line of JSON
+# A notebook that allocates without bound gets a MemoryError, not the whole machine swapping.
+MEMORY_LIMIT = 4 * 2**30
+_MEMORY_CAP = ("--IPKernelApp.exec_lines=import resource as __r; "
+               f"__r.setrlimit(__r.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT})); del __r")
 RECOVER_SECONDS = 5  # after an interrupt, how long a kernel may take to answer again
 
 
@@ -110,11 +114,13 @@ def _probe_cell(source: str, marker: str) -> str:
 
 
 def _read_probe(cell: nbformat.NotebookNode, marker: str) -> Any:
-    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
-    lines = [line for line in text.splitlines() if line.startswith(marker)]
-    if not lines:
+    text = "".join(o.get("text", "") for o in cell.outputs
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    # Anywhere in the text: the learner's code may have printed without a final newline.
+    at = text.rfind(marker)
+    if at < 0:
         raise ValueError("the probe printed no result")
-    return json.loads(lines[-1][len(marker):])
+    return json.loads(text[at + len(marker):].split("\n", 1)[0])
 
 
 def execute(
@@ -128,8 +134,9 @@ def execute(
     # IPC sockets in the submission's own folder, not TCP ports any local process could try.
     km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(cwd / "kernel"))
     client = _Client(
-        nb, km=km, kernel_name="python3", allow_errors=True, timeout=cell_timeout, interrupt_on_timeout=False,
-        shutdown_kernel="immediate", startup_timeout=60, iopub_timeout=4, record_timing=False,
+        nb, km=km, kernel_name="python3", extra_arguments=[_MEMORY_CAP], allow_errors=True,
+        timeout=cell_timeout, interrupt_on_timeout=False, shutdown_kernel="immediate", startup_timeout=60,
+        iopub_timeout=4, record_timing=False,
     )
     client.on_cell_error = lambda cell, cell_index, execute_reply: run.errors.append(
         f"cell {cell_index + 1}: {execute_reply['content'].get('ename')}: "
