@@ -146,14 +146,15 @@ def test_kb_ask_placeholder_and_wrong_type_explain(conn, embedder, passages):
 
     out = check("kb.ask", placeholder, conn=conn)
     assert out.feedback == (
-        "ask() still raises NotImplementedError: replace the placeholder with your code "
+        "not yet: ask() still raises NotImplementedError; replace the placeholder with your code "
         "(0 of 3 inputs passed)"
     )
-    assert str(out).startswith("✘ not yet kb.ask (0/6 points)")
+    assert str(out) == ("✘ not yet kb.ask (0/6 points): ask() still raises NotImplementedError; replace the "
+                        "placeholder with your code (0 of 3 inputs passed)")
     out = check("kb.ask", lambda q: "passage 1", conn=conn)
     assert out.feedback.startswith("ask() should return a list of (id, number) tuples, not str")
     out = check("kb.ask", conn=conn)
-    assert out.feedback == "no `ask` is defined yet: run the cell that defines it first"
+    assert out.feedback == "not yet: no `ask` is defined; run the cell that defines it first"
 
 
 def test_kb_table_mistakes(conn, embedder, passages):

@@ -73,7 +73,7 @@ def call_problem(data: Any, name: str) -> str | None:
     if not isinstance(data, dict):
         return f"could not read back the result of {name} (got {type(data).__name__})"
     if "missing" in data:
-        return f"no `{data['missing']}` is defined yet: run the cell that defines it first"
+        return f"not yet: no `{data['missing']}` is defined; run the cell that defines it first"
     if "not_callable" in data:
         return f"`{name}` should be a function, but it is a {data['not_callable']}"
     if "error" in data:
@@ -84,7 +84,7 @@ def call_problem(data: Any, name: str) -> str | None:
 def error_feedback(name: str, err: str) -> str:
     """Explain an exception the learner's function raised."""
     if err.startswith("NotImplementedError"):
-        return f"{name}() still raises NotImplementedError: replace the placeholder with your code"
+        return f"not yet: {name}() still raises NotImplementedError; replace the placeholder with your code"
     if err.startswith(("UndefinedTable", "UndefinedColumn")) or "does not exist" in err:
         return f"{name}() raised {err.splitlines()[0]}: run the cells that create the table first"
     if "current transaction is aborted" in err:

@@ -32,9 +32,13 @@ class Outcome:
     passed: bool
     feedback: str
 
+    def _hint(self) -> str:
+        # Some hints open with "not yet:" for the grader's report; the mark already says it.
+        return self.feedback.removeprefix("not yet: ")
+
     def __str__(self) -> str:
         mark = "✔ passed" if self.passed else "✘ not yet"
-        return f"{mark} {self.question} ({self.points:g}/{self.max_points:g} points): {self.feedback}"
+        return f"{mark} {self.question} ({self.points:g}/{self.max_points:g} points): {self._hint()}"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(str(self))
@@ -43,7 +47,7 @@ class Outcome:
         colour, mark = ("#1a7f37", "✔ passed") if self.passed else ("#b35900", "✘ not yet")
         return (f'<div style="border-left:4px solid {colour};padding:2px 8px">'
                 f'<b style="color:{colour}">{mark}</b> <code>{html.escape(self.question)}</code> '
-                f"({self.points:g}/{self.max_points:g} points): {html.escape(self.feedback)}</div>")
+                f"({self.points:g}/{self.max_points:g} points): {html.escape(self._hint())}</div>")
 
 
 @dataclass(frozen=True)
