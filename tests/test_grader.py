@@ -211,3 +211,19 @@ def test_validate_the_course_notebooks(capsys):
     if not any((ROOT / "solutions").glob("*.ipynb")):
         pytest.skip("solutions/ has no notebooks yet (issue 7)")
     assert cli.main(["validate", "--root", str(ROOT)]) == 0, capsys.readouterr().out
+
+
+def test_one_submission_writes_gradescope_results_json(tmp_path):
+    sub = grader.Submission(learner="ada", path="ada.ipynb", exercise="01_knowledge_base", status="hung",
+                            reason="cell 3 ran past 10 s and the kernel did not stop", score=4.0, max=10.0,
+                            questions=[{"id": "kb.table", "title": "t", "points": 4.0, "max_points": 4,
+                                        "passed": True, "feedback": "ok", "seconds": 0.1}],
+                            timings={"total": 12.5})
+    report.write_all([sub], tmp_path, gradescope=True)
+    assert json.loads((tmp_path / "results.json").read_text()) == {
+        "score": 4.0, "execution_time": 12.5,
+        "output": "a cell would not stop; the remaining questions failed: "
+                  "cell 3 ran past 10 s and the kernel did not stop",
+        "tests": [{"name": "kb.table: t", "score": 4.0, "max_score": 4, "status": "passed", "output": "ok"}]}
+    assert (tmp_path / "grades.csv").read_text() == \
+        "learner,exercise,score,max,status\nada,01_knowledge_base,4,10,hung\n"
