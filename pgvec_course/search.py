@@ -63,8 +63,13 @@ class Results(list):
         return f"Results ({len(self)} rows, by {self.value})\n{self}"
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("id", "title", "category", self.value, "content"))
-        cells = ("".join(f"<td>{html.escape(cell)}</td>" for cell in row) for row in self._rows())
+        # Jupyter right-aligns table cells by default, which makes prose hard to read.
+        left = ' style="text-align:left"'
+        aligns = ("", left, left, "", left)
+        head = "".join(f"<th{a}>{h}</th>" for a, h in zip(aligns, ("id", "title", "category", self.value,
+                                                                       "content"), strict=True))
+        cells = ("".join(f"<td{a}>{html.escape(cell)}</td>" for a, cell in zip(aligns, row, strict=True))
+                 for row in self._rows())  # fmt: skip
         body = "".join(f"<tr>{row}</tr>" for row in cells)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -17,11 +17,19 @@ from .bench import Dataset, ground_truth, mean_recall, run_queries
 __all__ = ["IndexTuner", "SearchBox"]
 
 _LIMITS = {"ef_search": (1, 1000), "probes": (1, 100)}  # pgvector caps ef_search at 1000
+
+
 class _Widget:
     widget: w.Widget
+    output: w.HTML
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # Without a live kernel (a saved notebook, a code host) the widget cannot draw itself:
+        # the latest results as plain HTML are what a reader should see instead.
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        return {**bundle, "text/html": self.output.value}
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
