@@ -54,6 +54,11 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# `search` is both a module and the function lessons call. Importing the submodule binds the
+# module to this name; binding the function now, once, keeps `pvc.search(...)` the function
+# whichever module another import touches first.
+from .search import search  # noqa: E402, F401
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

@@ -139,5 +139,6 @@ class SearchBox(_Widget):
             return
         results = self.results()
         where = f" in {html.escape(self.category.value)}" if self.category.value else ""
-        caption = f"<p>{len(results)} {self.mode.value} results{where}</p>"
+        noun = "result" if len(results) == 1 else "results"
+        caption = f"<p>{len(results)} {self.mode.value} {noun}{where}</p>"
         self.output.value = caption + results._repr_html_()

@@ -336,3 +336,16 @@ def test_hybrid_category_filters_both_legs(conn, tiny_embedder):
     ml_only = [r.id for r in unfiltered if r.category == "ml"]
     # With the filter applied inside both legs, RRF ranks the ml rows in the same order.
     assert hybrid_search(conn, "model", k=3, category="ml", embedder=tiny_embedder).ids() == ml_only
+
+
+def test_public_names_stay_functions_whatever_is_imported_first():
+    import importlib
+    import types
+
+    import pgvec_course as pvc
+
+    for module in ("search", "widgets", "store", "index", "metrics", "bench", "embed", "corpus"):
+        importlib.import_module(f"pgvec_course.{module}")
+    for name in pvc.__all__:
+        assert not isinstance(getattr(pvc, name), types.ModuleType), name
+    assert pvc.search.__module__ == "pgvec_course.search" and callable(pvc.search)

@@ -92,7 +92,7 @@ def test_search_box_follows_query_category_and_mode(knowledge_base):
     box.query.value = "SQLSTATE 23505"
     keyword = box.results()
     assert keyword.ids() == [1] and keyword.value == "score"
-    assert box.output.value == "<p>1 keyword results</p>" + keyword._repr_html_()
+    assert box.output.value == "<p>1 keyword result</p>" + keyword._repr_html_()
 
     box.mode.value = "hybrid"
     hybrid = hybrid_search(conn, "SQLSTATE 23505", 3)
