@@ -109,10 +109,23 @@ def test_every_topic_is_taught(topic, lesson_text):
     assert re.search(TOPICS[topic], lesson_text, re.I | re.M), f"no lesson covers {topic!r}"
 
 
-@pytest.mark.parametrize("name", pgvec_course.__all__)
+# pvc.check grades an exercise task, so the exercises are where it is used (every one of them).
+EXERCISE_HELPERS = {"check"}
+
+
+@pytest.mark.parametrize("name", sorted(set(pgvec_course.__all__) - EXERCISE_HELPERS))
 def test_every_public_helper_is_used_in_a_lesson(name):
     code = "\n".join(_sources(nbformat.read(path, as_version=4), "code") for path in LESSONS)
     assert re.search(rf"\bpvc\.{name}\b", code), f"no lesson uses pvc.{name}"
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISE_HELPERS))
+def test_exercise_helpers_are_used_in_every_exercise(name):
+    exercises = sorted((ROOT / "exercises").glob("*.ipynb"))
+    assert len(exercises) == 3
+    for path in exercises:
+        code = _sources(nbformat.read(path, as_version=4), "code")
+        assert re.search(rf"\bpvc\.{name}\(", code), f"{path.name} never calls pvc.{name}"
 
 
 # -- the tool itself ------------------------------------------------------------------
