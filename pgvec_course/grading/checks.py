@@ -81,6 +81,14 @@ def call_problem(data: Any, name: str) -> str | None:
     return None
 
 
+def not_started(data: Any, name: str) -> str | None:
+    """Return the placeholder hint when every call still raised NotImplementedError, else None."""
+    calls = data.get("calls") if isinstance(data, dict) else None
+    if calls and all(c.get("error", "").startswith("NotImplementedError") for c in calls):
+        return error_feedback(name, calls[0]["error"])
+    return None
+
+
 def error_feedback(name: str, err: str) -> str:
     """Explain an exception the learner's function raised."""
     if err.startswith("NotImplementedError"):

@@ -15,6 +15,7 @@ from .checks import (
     error_feedback,
     fetch_vectors,
     grade,
+    not_started,
     ranked,
     safe_score,
     table_problem,
@@ -139,7 +140,7 @@ def score_rrf(data: Any, ctx: Context, hidden: bool) -> Outcome:
 
 def _score_fusion(data: Any, ctx: Context, hidden: bool, method: str) -> Outcome:
     qid, name = f"hybrid.{method}", f"{method}_hybrid" if method == "rrf" else "weighted_hybrid"
-    problem = call_problem(data, name) or table_problem(ctx.conn, TABLE, COLUMNS)
+    problem = call_problem(data, name) or not_started(data, name) or table_problem(ctx.conn, TABLE, COLUMNS)
     if problem:
         return grade(qid, 4, [problem], "")
     cases = {"weighted": HIDDEN_WEIGHTED if hidden else PUBLIC_WEIGHTED,

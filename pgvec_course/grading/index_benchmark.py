@@ -14,6 +14,7 @@ from .checks import (
     error_feedback,
     fetch_vectors,
     grade,
+    not_started,
     ranked,
     safe_score,
     table_problem,
@@ -76,7 +77,8 @@ def score_truth(data: Any, ctx: Context, hidden: bool) -> Outcome:
 
 
 def _score_truth(data: Any, ctx: Context, hidden: bool) -> Outcome:
-    problem = call_problem(data, "exact_top_k") or table_problem(ctx.conn, TABLE, ("id", "embedding"))
+    problem = call_problem(data, "exact_top_k") or not_started(data, "exact_top_k") or \
+        table_problem(ctx.conn, TABLE, ("id", "embedding"))
     if problem:
         return grade("bench.truth", 3, [problem], "")
     ids, matrix = fetch_vectors(ctx.conn, TABLE)

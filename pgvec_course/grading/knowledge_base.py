@@ -15,6 +15,7 @@ from .checks import (
     error_feedback,
     fetch_vectors,
     grade,
+    not_started,
     ranked,
     safe_score,
     table_problem,
@@ -104,7 +105,7 @@ def score_ask(data: Any, ctx: Context, hidden: bool) -> Outcome:
 
 
 def _score_ask(data: Any, ctx: Context, hidden: bool) -> Outcome:
-    problem = call_problem(data, "ask") or _table(ctx.conn)
+    problem = call_problem(data, "ask") or not_started(data, "ask") or _table(ctx.conn)
     if problem:
         return grade("kb.ask", 6, [problem], "")
     ids, matrix = fetch_vectors(ctx.conn, TABLE)
