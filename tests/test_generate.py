@@ -84,7 +84,7 @@ def test_strip_solution_placeholders():
         'def ask(q):\n    """Doc."""\n    raise NotImplementedError(\'Write ask(): embed it\')\n\nask(\'x\')'
     )
     assert strip_solution("### BEGIN SOLUTION (load the table)\nx = 1\n### END SOLUTION\nprint(x)") == (
-        "# TODO: load the table\n...\nprint(x)"
+        "# TODO: load the table\npass\nprint(x)"
     )
     assert strip_solution("a = 1\n### BEGIN HIDDEN\nsecret = 2\n### END HIDDEN\nb = 3") == "a = 1\nb = 3"
     assert strip_solution("Read it.\n### BEGIN SOLUTION\nThe answer.\n### END SOLUTION", markdown=True) == (

@@ -1,8 +1,8 @@
 """Write the learners' exercise notebooks from the solution masters (`pgvec-course generate`).
 
 In a master's code cells, the lines between `### BEGIN SOLUTION` and `### END SOLUTION` become a
-placeholder: `raise NotImplementedError(hint)` inside a function, `...` after a `# TODO` comment at
-the top level. The hint is the text in brackets after BEGIN SOLUTION: `### BEGIN SOLUTION (Write
+placeholder: `raise NotImplementedError(hint)` inside a function, `pass` after a `# TODO` comment
+at the top level. The hint is the text in brackets after BEGIN SOLUTION: `### BEGIN SOLUTION (Write
 ask(): ...)`; in a markdown cell the block becomes that hint in italics. Lines between
 `### BEGIN HIDDEN` and `### END HIDDEN` are dropped, and so are cells whose first line is
 `### HIDDEN` or whose metadata says `{"pgvec_course": {"hidden": true}}`.
@@ -43,7 +43,7 @@ def strip_solution(source: str, *, where: str = "cell", markdown: bool = False) 
             elif indent:
                 out.append(f"{indent}raise NotImplementedError({hint!r})")
             else:
-                out += [f"# TODO: {hint}", "..."]
+                out += [f"# TODO: {hint}", "pass"]  # not `...`: as a cell's last line it would print Ellipsis
             state = "solution"
         elif state is None and _BEGIN_HIDDEN.match(line):
             state = "hidden"
