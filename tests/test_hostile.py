@@ -30,6 +30,7 @@ EXPECTED = {
     "exit_in_ask": ("kernel_died", 4, "checking ask failed: the kernel died while running your code"),
     "ignores_interrupt": ("hung", 4, "checking ask failed: cell 8 ran past 10 s and the kernel did not stop"),
     "infinite_loop": ("graded", 10, "the 3 nearest passages"),
+    "locks_grader_out": ("graded", 0, "could not connect to the submission's database after it ran"),
     "memory_hog": ("graded", 10, "the 3 nearest passages"),
     "monkeypatch": ("graded", 4, "these look like L2 distances"),
     "not_json": ("not_gradable", 0, None),

@@ -165,7 +165,14 @@ def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str)
     sub.status = "graded" if run.status == "ok" else run.status
     sub.reason = run.detail
     sub.execution = {k: v for k, v in asdict(run).items() if k != "probes"}
-    with db.connect(url) as conn:
+    try:
+        conn = db.connect(url)
+    except db.CourseDatabaseError as exc:  # the notebook changed its role's password, for one
+        sub.reason = f"could not connect to the submission's database after it ran: {exc}"
+        sub.questions = [dict(id=q.id, title=q.title, points=0.0, max_points=q.points, passed=False,
+                              feedback=sub.reason, seconds=0.0) for q in exercise.questions]
+        return
+    with conn:
         sub.reproducibility = {
             "postgres": db.server_version(conn), "pgvector": db.pgvector_version(conn),
             "embedder": f"{embedder.name} ({embedder.dim} dims)", "package": __version__,

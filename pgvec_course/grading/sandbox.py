@@ -71,7 +71,6 @@ def _builtin_admin_url() -> str:
         if not password_file.exists():
             _require_passwords(server, data_dir, password_file)
     db._ensure_running(server, data_dir)
-    server._postmaster_info = db._pgserver().utils.PostmasterInfo.read_from_pgdata(data_dir)
     return make_conninfo(server.get_uri(database="postgres"), password=password_file.read_text().strip())
 
 
