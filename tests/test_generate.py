@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -106,11 +107,14 @@ def test_cells_marked_hidden_in_metadata_are_dropped():
 
 @pytest.fixture(scope="module")
 def exercise_db_url():
-    """A fresh database, so no table left by the solution notebooks can answer a check."""
+    """A fresh database of this run's own, so no table left by the solution notebooks answers a check."""
+    name = f"pgvec_exercises_{os.getpid()}"
     with db.connect() as admin:
-        admin.execute("DROP DATABASE IF EXISTS pgvec_exercises WITH (FORCE)")
-        admin.execute("CREATE DATABASE pgvec_exercises")
-    return make_conninfo(db.database_url(), dbname="pgvec_exercises")
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    yield make_conninfo(db.database_url(), dbname=name)
+    with db.connect() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
