@@ -1,4 +1,13 @@
-"""Turn texts into vectors: a local offline model or OpenAI's API, behind one interface."""
+"""Turn texts into vectors: a local offline model or OpenAI's API, behind one interface.
+
+A lesson uses it like this::
+
+    embedder = get_embedder()        # prints which one it picked
+    vectors = embedder.embed(texts)  # float32, (len(texts), embedder.dim), unit length
+    query = embedder.embed_one("How do I index vectors?")
+
+Every text is embedded once per machine: vectors are kept in a SQLite cache.
+"""
 
 from __future__ import annotations
 
