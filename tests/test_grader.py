@@ -118,6 +118,17 @@ def test_no_submission_database_or_role_is_left(kb_grades):
     assert sandbox.leftovers(sandbox.admin_url()) == []
 
 
+def test_no_grading_kernel_outlives_the_batch(kb_grades):
+    import psutil
+
+    from pgvec_course.grading.runner import MEMORY_LIMIT
+
+    # Only grading kernels are started with the memory cap on their command line.
+    marker = f"__r.setrlimit(__r.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))"
+    kernels = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    assert kernels == []
+
+
 def test_sandbox_role_is_unprivileged_and_limited():
     admin = sandbox.admin_url()
     sandbox.prepare(admin)

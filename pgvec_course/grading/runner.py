@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -142,12 +143,17 @@ def execute(
         f"cell {cell_index + 1}: {execute_reply['content'].get('ename')}: "
         f"{str(execute_reply['content'].get('evalue'))[:300]}")
     try:
-        with client.setup_kernel(env=env, cwd=str(cwd)):
+        # cleanup_kc: nbclient only stops kernels it created itself, and this one we made.
+        with client.setup_kernel(env=env, cwd=str(cwd), cleanup_kc=True):
             _run_cells(client, run, cell_timeout, deadline)
             if run.status in ("ok", "timeout"):  # the kernel still answers: probe what is there
                 _run_probes(client, run, probes, cell_timeout)
     except Exception as exc:  # noqa: BLE001 - a kernel that cannot start fails this submission only
         run.status, run.detail = "error", f"could not run the notebook: {type(exc).__name__}: {exc}"[:500]
+    finally:
+        if km.has_kernel:  # setup_kernel failed half-way, or the clean-up above did not finish
+            with contextlib.suppress(Exception):
+                run_sync(km.shutdown_kernel)(now=True)
     run.seconds = time.monotonic() - started
     return run
 
