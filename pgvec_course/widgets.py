@@ -31,11 +31,6 @@ class _Widget:
             bundle = bundle[0]
         return {**bundle, "text/html": self.output.value}
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
 
 class IndexTuner(_Widget):
     """A slider for hnsw.ef_search or ivfflat.probes that reruns the queries and shows recall and latency.

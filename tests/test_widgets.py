@@ -105,3 +105,12 @@ def test_search_box_follows_query_category_and_mode(knowledge_base):
 
     box.query.value = "  "
     assert box.output.value == "<p><i>Type a question and press Enter.</i></p>"
+
+
+def test_saved_notebooks_show_the_latest_results_as_html(knowledge_base):
+    box = SearchBox(knowledge_base, k=2)
+    box.query.value = "sourdough starter"
+    bundle = box._repr_mimebundle_()
+    assert bundle["text/html"] == box.output.value
+    assert bundle["text/html"].startswith("<p>2 semantic results</p><table>")
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # a live kernel still draws the widget
