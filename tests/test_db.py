@@ -224,3 +224,55 @@ def test_tutorial_sql_runs_unchanged(conn):
     conn.execute("CREATE INDEX ON documents USING gin(tsv)")
     hits = conn.execute("SELECT count(*) FROM documents WHERE tsv @@ plainto_tsquery('english', 'network')")
     assert hits.fetchone()[0] == 20
+
+
+PG15 = "/usr/lib/postgresql/15/bin"
+
+
+@pytest.fixture
+def server_without_pgvector():
+    """A real PostgreSQL with no pgvector: Debian's postgresql-15, in a throwaway cluster."""
+    import pwd
+    import shutil
+
+    if not os.path.exists(f"{PG15}/postgres") or os.path.exists(
+            "/usr/share/postgresql/15/extension/vector.control"):
+        pytest.skip("needs Debian's postgresql-15 without pgvector (apt-get install postgresql-15)")
+    user = "postgres"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        pytest.skip("needs the 'postgres' OS user that Debian's postgresql package creates")
+    import tempfile
+    from pathlib import Path
+
+    # Not pytest's tmp_path: its parents are private to root, and postgres runs as its own user.
+    tmp_path = Path(tempfile.mkdtemp(prefix="pgvec-pg15-"))
+    data, sock = tmp_path / "pg15", tmp_path / "sock"
+    sock.mkdir()
+    shutil.chown(tmp_path, user)
+    shutil.chown(sock, user)
+    as_pg = ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_pg, f"{PG15}/initdb", "-D", str(data), "-U", "admin", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_pg, f"{PG15}/pg_ctl", "-D", str(data), "-w", "-l", str(tmp_path / "log"),
+                    "-o", f"-h '' -k {sock} -p 5999", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://admin:NotThePassword@/postgres?host={sock}&port=5999"
+    finally:
+        subprocess.run([*as_pg, f"{PG15}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_server_without_pgvector_says_how_to_get_it(server_without_pgvector, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", server_without_pgvector)
+    with pytest.raises(db.CourseDatabaseError) as err:
+        db.connect()
+    sock = server_without_pgvector.split("host=")[1].split("&")[0]
+    assert str(err.value) == (
+        f"pgvector is not installed on the server at {sock}/postgres; use the pgvector/pgvector Docker image "
+        "('docker compose up -d'), install the extension on that server "
+        "(https://github.com/pgvector/pgvector#installation), or unset DATABASE_URL"
+    )
+    assert "NotThePassword" not in str(err.value)
