@@ -78,7 +78,9 @@ class BenchResults(list):
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
-            writer.writerows(astuple(row) for row in self)
+            # Six decimals: enough for microseconds, and recall prints as 0.5, not 0.49999999999999994.
+            for row in self:
+                writer.writerow([round(v, 6) if isinstance(v, float) else v for v in astuple(row)])
         return path
 
     def __str__(self) -> str:
