@@ -116,7 +116,8 @@ class SearchBox(_Widget):
 
     def results(self):
         """Run the search the controls describe and return its Results."""
-        from .search import hybrid_search, keyword_search, search
+        from .hybrid import hybrid_search, keyword_search
+        from .search import search
 
         text, category = self.query.value.strip(), self.category.value
         if self.mode.value == "semantic":

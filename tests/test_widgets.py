@@ -6,8 +6,9 @@ import pytest
 
 from pgvec_course.bench import ground_truth, load_vectors, make_dataset, mean_recall, run_queries
 from pgvec_course.corpus import load_passages
+from pgvec_course.hybrid import hybrid_search
 from pgvec_course.index import create_index
-from pgvec_course.search import hybrid_search, search
+from pgvec_course.search import search
 from pgvec_course.store import create_documents_table, insert_documents
 from pgvec_course.widgets import IndexTuner, SearchBox
 
