@@ -86,13 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m pgvec_course.bench", description=__doc__))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except db.CourseDatabaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """Run `pgvec-course bench` with these arguments (the command line's by default)."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
