@@ -100,7 +100,9 @@ _NEAREST = """SELECT id, title, content, category, embedding {op} %(q)s AS dista
 FROM {table}{where}
 ORDER BY embedding {op} %(q)s
 LIMIT %(k)s"""
-_RESORTED = "WITH nearest AS MATERIALIZED (\n{}\n)\nSELECT * FROM nearest ORDER BY distance, id"
+# `distance + 0`, not `distance`: Postgres 17+ knows the CTE's rows came out ordered by distance,
+# plans an Incremental Sort that trusts that order, and so would keep relaxed_order's swaps.
+_RESORTED = "WITH nearest AS MATERIALIZED (\n{}\n)\nSELECT * FROM nearest ORDER BY distance + 0, id"
 
 
 def search_by_vector(
@@ -135,7 +137,8 @@ def search_by_vector(
         rows = conn.execute(query, params).fetchall()
     else:
         # relaxed_order may return rows slightly out of order: pgvector advises a materialized
-        # CTE ordered again outside it. SET LOCAL keeps the setting to this transaction.
+        # CTE ordered again outside it (by `distance + 0`, see _RESORTED). SET LOCAL keeps the
+        # setting to this transaction.
         query = sql.SQL(_RESORTED).format(query)
         rows = _with_scan_mode(conn, mode, query, params)
     return Results([Result(*row) for row in rows], value="distance")

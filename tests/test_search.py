@@ -156,3 +156,35 @@ def test_public_names_stay_functions_whatever_is_imported_first():
     for name in pvc.__all__:
         assert not isinstance(getattr(pvc, name), types.ModuleType), name
     assert pvc.search.__module__ == "pgvec_course.search" and callable(pvc.search)
+
+
+def test_filtered_hnsw_search_at_k_100_comes_back_sorted(conn):
+    # With k above ef_search (40) the iterative scan goes on past the first candidates, and
+    # relaxed_order hands rows back slightly out of order. On Postgres 17+ the planner treats
+    # a materialized CTE's `ORDER BY distance` as already sorted (Incremental Sort, presorted
+    # key distance), so the re-sort must order by an expression: `distance + 0`.
+    n, k = 5000, 100
+    cats = ["rare" if i % 50 == 0 else "common" for i in range(n)]
+    vectors = _random_documents(conn, n, 64, seed=4, categories=cats)
+    create_index(conn, "hnsw", metric="l2", m=8, ef_construction=32)
+    queries = np.random.default_rng(6).standard_normal((20, 64)).astype(np.float32)
+    raw_unsorted = 0
+    with conn.transaction():
+        conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        for q in queries:
+            rows = conn.execute(
+                "SELECT embedding <-> %s AS d FROM documents WHERE category = 'common' "
+                "ORDER BY embedding <-> %s LIMIT 100", (q, q)).fetchall()
+            raw_unsorted += [d for (d,) in rows] != sorted(d for (d,) in rows)
+    assert raw_unsorted > 0  # the scan itself does return rows out of order here
+    unsorted = []
+    for i, q in enumerate(queries):
+        results = search_by_vector(conn, q, k=k, metric="l2", category="common")
+        assert len(results) == k and {r.category for r in results} == {"common"}
+        pairs = [(r.distance, r.id) for r in results]
+        if pairs != sorted(pairs):
+            unsorted.append(i)
+    assert unsorted == []
+    exact = np.linalg.norm(vectors.astype(np.float64) - queries[0], axis=1)
+    first = search_by_vector(conn, queries[0], k=k, metric="l2", category="common")
+    assert np.allclose([r.distance for r in first], exact[[i - 1 for i in first.ids()]], atol=1e-5)
