@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pgvec_course.grading import grader, runner, sandbox
+from pgvec_course.grading import databases, grader, runner
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "submissions" / "kb"
 
@@ -37,9 +37,9 @@ def make_submissions(n: int, folder: Path) -> list[tuple[str, Path]]:
 
 def plain_execution(subs: list[tuple[str, Path]], seed: Path, *, skip_checks: bool = False) -> list[float]:
     """Execute each notebook in a fresh kernel, no grading; return the seconds of each."""
-    admin = sandbox.admin_url()
+    admin = databases.admin_url()
     seconds = []
-    with sandbox.sandbox(admin) as box:
+    with databases.submission_database(admin) as box:
         for _, path in subs:
             work = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
             (work / ".cache").mkdir()
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="pvc-bench-subs-"))
     subs = make_submissions(args.n, folder)
-    sandbox.prepare(sandbox.admin_url())
+    databases.prepare(databases.admin_url())
     seed = grader.seed_cache()
 
     plain = plain_execution(subs, seed)

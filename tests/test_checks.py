@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import pgvec_course as pvc
-from pgvec_course.grading import EXERCISES, get_exercise, spec
 from pgvec_course.grading.checks import check
-from pgvec_course.grading.spec import find_question
+from pgvec_course.questions import EXERCISES, find_question, get_exercise, spec
 
 
 @pytest.fixture(scope="module")
@@ -421,8 +420,8 @@ def test_hybrid_table_mistakes(conn, embedder, passages):
 
 
 def test_hybrid_eval_reference_and_mistake(conn, embedder, passages):
-    from pgvec_course.grading.hybrid import reference_evaluation
-    from pgvec_course.grading.spec import Context
+    from pgvec_course.questions import Context
+    from pgvec_course.questions.hybrid import reference_evaluation
 
     make_kb(conn, embedder, passages, fulltext=True)
     reference = reference_evaluation(Context(conn, embedder))

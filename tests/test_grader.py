@@ -17,7 +17,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import grader, report, sandbox  # noqa: E402
+from pgvec_course.grading import databases, grader, report  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 
@@ -93,7 +93,7 @@ def test_same_submission_twice_gets_the_same_grade(kb_grades):
 
 def test_json_records_how_it_was_graded(kb_grades):
     result = _result(kb_grades, "correct")
-    from pgvec_course.grading import get_exercise, tests_hash
+    from pgvec_course.questions import get_exercise, tests_hash
 
     assert result["reproducibility"] == {
         "postgres": "18.4", "pgvector": "0.8.5", "embedder": "all-MiniLM-L6-v2 (384 dims)",
@@ -115,7 +115,7 @@ def test_markdown_and_gradescope_files(kb_grades):
 
 
 def test_no_submission_database_or_role_is_left(kb_grades):
-    assert sandbox.leftovers(sandbox.admin_url()) == []
+    assert databases.leftovers(databases.admin_url()) == []
 
 
 def test_no_grading_kernel_outlives_the_batch(kb_grades):
@@ -130,9 +130,9 @@ def test_no_grading_kernel_outlives_the_batch(kb_grades):
 
 
 def test_sandbox_role_is_unprivileged_and_limited():
-    admin = sandbox.admin_url()
-    sandbox.prepare(admin)
-    with sandbox.sandbox(admin, statement_timeout=7) as box, \
+    admin = databases.admin_url()
+    databases.prepare(admin)
+    with databases.submission_database(admin, statement_timeout=7) as box, \
             psycopg.connect(box.url, autocommit=True) as conn:
         row = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
                            "FROM pg_roles WHERE rolname = current_user").fetchone()
@@ -155,25 +155,25 @@ def test_sandbox_role_is_unprivileged_and_limited():
         if not os.environ.get("DATABASE_URL"):
             with pytest.raises(psycopg.OperationalError, match="User does not have CONNECT privilege"):
                 psycopg.connect(box.url.replace(f"/{name}?", "/postgres?"))
-    assert name not in sandbox.leftovers(admin)
+    assert name not in databases.leftovers(admin)
 
 
 def test_builtin_grader_server_demands_passwords():
     if os.environ.get("DATABASE_URL"):
         pytest.skip("DATABASE_URL is set: the grader uses that server, not its own")
-    admin = sandbox.admin_url()
+    admin = databases.admin_url()
     without = " ".join(part for part in admin.split() if not part.startswith("password="))
     with pytest.raises(psycopg.OperationalError, match="no password supplied"):
         psycopg.connect(without)
     data_dir = Path(os.environ["PGVEC_GRADER_DATA_DIR"])
-    assert (data_dir / sandbox.PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
-    assert (data_dir / "pg_hba.conf").read_text() == sandbox.HBA
+    assert (data_dir / databases.PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "pg_hba.conf").read_text() == databases.HBA
 
 
 def test_sweep_drops_what_a_killed_grader_left():
-    admin = sandbox.admin_url()
-    sandbox.prepare(admin)
-    name = sandbox.PREFIX + "deadbeef0000"
+    admin = databases.admin_url()
+    databases.prepare(admin)
+    name = databases.PREFIX + "deadbeef0000"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"DROP ROLE IF EXISTS {name}")
@@ -181,8 +181,8 @@ def test_sweep_drops_what_a_killed_grader_left():
         # pid 0 never belongs to a grader: the process that made these is gone.
         conn.execute(f"COMMENT ON ROLE {name} IS 'pgvec-course grader {os.uname().nodename} pid 0'")
         conn.execute(f"CREATE DATABASE {name} OWNER {name}")
-    assert sandbox.sweep(admin) == [name]
-    assert sandbox.leftovers(admin) == []
+    assert databases.sweep(admin) == [name]
+    assert databases.leftovers(admin) == []
 
 
 def test_find_submissions_reads_files_and_learner_folders(tmp_path):

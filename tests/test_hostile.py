@@ -15,7 +15,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import sandbox  # noqa: E402
+from pgvec_course.grading import databases  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 PWNED = Path("/tmp/pvc_pwned")  # what the COPY ... TO PROGRAM in drop_others tries to create
@@ -92,12 +92,12 @@ def test_printing_50_mb_is_truncated(hostile):
 
 def test_the_server_and_other_databases_survive(hostile):
     assert not PWNED.exists()
-    admin = sandbox.admin_url()
+    admin = databases.admin_url()
     with psycopg.connect(admin, autocommit=True) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-        assert {"postgres", "template1", sandbox.TEMPLATE} <= names
+        assert {"postgres", "template1", databases.TEMPLATE} <= names
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").fetchone() == (True,)
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'evil'").fetchone() == (0,)
         sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'pvc\\_sub\\_%'")
         assert sessions.fetchone() == (0,)
-    assert sandbox.leftovers(admin) == []
+    assert databases.leftovers(admin) == []

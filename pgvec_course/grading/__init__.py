@@ -1,5 +1,4 @@
-"""Grading: the exercises' questions, the learners' inline checks, and the instructors' tools."""
+"""Grading machinery: learners' inline checks, the notebook generator and the batch grader.
 
-from .spec import EXERCISES, Context, Exercise, Outcome, Question, get_exercise, tests_hash
-
-__all__ = ["EXERCISES", "Context", "Exercise", "Outcome", "Question", "get_exercise", "tests_hash"]
+What is graded (the exercises' questions) lives in `pgvec_course.questions`.
+"""

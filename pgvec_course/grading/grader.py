@@ -17,8 +17,8 @@ import nbformat
 
 from .. import __version__, db
 from ..config import HOME_DIR, settings
-from . import report, runner, sandbox
-from .spec import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
+from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
+from . import databases, report, runner
 
 # Environment variables a kernel never inherits: API keys, and any other route to a database.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
@@ -141,7 +141,7 @@ def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path
         if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
             (workdir / ".cache").mkdir()
             shutil.copyfile(seed, workdir / ".cache" / "embeddings.sqlite")
-        with sandbox.sandbox(admin, statement_timeout=cell_timeout) as box:
+        with databases.submission_database(admin, statement_timeout=cell_timeout) as box:
             # Hidden inputs are in the probes, which run only after all of the learner's cells.
             probes = {q.id: q.probe(True) for q in exercise.questions}
             run = runner.execute(nb, probes=probes, env=kernel_env(box.url, workdir), cwd=workdir,
@@ -205,9 +205,9 @@ def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1
     """Grade submissions, `jobs` at a time on one server, each in its own database; clean up after."""
     from tqdm.auto import tqdm
 
-    admin = sandbox.admin_url()
-    sandbox.prepare(admin)
-    sandbox.sweep(admin)
+    admin = databases.admin_url()
+    databases.prepare(admin)
+    databases.sweep(admin)
     seed = seed_cache()
     results: list[Submission] = []
     try:
@@ -218,7 +218,7 @@ def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1
                 results.append(future.result())
                 bar.update(1)
     finally:
-        sandbox.sweep(admin)
+        databases.sweep(admin)
     order = {learner: n for n, (learner, _) in enumerate(subs)}
     return sorted(results, key=lambda s: order[s.learner])
 

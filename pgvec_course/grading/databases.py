@@ -50,7 +50,7 @@ CONNECTION_LIMIT = 10  # a runaway loop of connect() must not use up the shared 
 
 
 @dataclass(frozen=True)
-class Sandbox:
+class SubmissionDatabase:
     """One submission's database and role; `url` is what its kernel gets as DATABASE_URL."""
 
     name: str
@@ -115,7 +115,7 @@ def _owner_tag() -> str:
 
 
 @contextmanager
-def sandbox(admin: str, *, statement_timeout: int = 60) -> Iterator[Sandbox]:
+def submission_database(admin: str, *, statement_timeout: int = 60) -> Iterator[SubmissionDatabase]:
     """Create a submission's role and database, yield them, and drop both whatever happened."""
     name = PREFIX + secrets.token_hex(6)
     password = secrets.token_hex(24)
@@ -135,7 +135,7 @@ def sandbox(admin: str, *, statement_timeout: int = 60) -> Iterator[Sandbox]:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
                 ident, ident, sql.Identifier(TEMPLATE)))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
-        yield Sandbox(name, role_url(admin, name, password))
+        yield SubmissionDatabase(name, role_url(admin, name, password))
     finally:
         drop(admin, name)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import (
+from .scoring import (
     build_probe,
     call_problem,
     column_type,

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import (
+from .scoring import (
     as_pairs,
     build_probe,
     call_problem,
