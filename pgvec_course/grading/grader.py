@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import nbformat
 from .. import __version__, db
 from ..config import HOME_DIR, settings
 from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
-from . import databases, report, runner
+from . import culprits, databases, report, runner
 
 # Environment variables a kernel never inherits: API keys, and any other route to a database.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
@@ -147,7 +147,7 @@ def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path
             run = runner.execute(nb, probes=probes, env=kernel_env(box.url, workdir), cwd=workdir,
                                  cell_timeout=cell_timeout, notebook_timeout=timeout)
             scored = time.monotonic()
-            _score(sub, exercise, run, box.url)
+            _score(sub, exercise, run, box.url, nb=nb)
             sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
     except Exception as exc:  # noqa: BLE001 - one submission's failure must not stop the batch
         sub.status, sub.reason = "error", f"the grader failed: {type(exc).__name__}: {exc}"[:500]
@@ -157,14 +157,15 @@ def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path
     return sub
 
 
-def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str) -> None:
+def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str,
+           nb: nbformat.NotebookNode | None = None) -> None:
     from ..embed import get_embedder
 
     # Uncached: a submission's kernel can write to the shared embedding cache, the grader never reads it.
     embedder = get_embedder("local", cache=False, quiet=True)
     sub.status = "graded" if run.status == "ok" else run.status
     sub.reason = run.detail
-    sub.execution = {k: v for k, v in asdict(run).items() if k != "probes"}
+    sub.execution = {k: v for k, v in asdict(run).items() if k not in ("probes", "early")}
     try:
         conn = db.connect(url)
     except db.CourseDatabaseError as exc:  # the notebook changed its role's password, for one
@@ -178,19 +179,35 @@ def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str)
             "embedder": f"{embedder.name} ({embedder.dim} dims)", "package": __version__,
             "tests_hash": tests_hash(exercise),
         }
+        ctx = Context(conn, embedder)
         for q in exercise.questions:
             probe = run.probes.get(q.id)
-            # Without data from the kernel (it died or hung) a question may still be scored on
-            # what the database holds; anything that needs the learner's functions fails.
-            error = probe.error if probe else (run.detail or "the notebook stopped before this question")
-            data = probe.data if probe and probe.error is None else {"error": error}
-            outcome = _safe(q, data, Context(conn, embedder))
-            conn.rollback()
+            outcome = _score_probe(q, probe, run, ctx)
+            early = run.early.get(q.id)
+            if early is not None and early.after_cell:
+                first = _score_probe(q, early, run, ctx)
+                if first.points > outcome.points:
+                    # The function was right where it was defined; a later cell broke it.
+                    broke = culprits.later_cell_that_broke(nb, early.after_cell, q.needs) if nb is not None \
+                        else f"a cell after cell {early.after_cell} changed something it uses"
+                    outcome = replace(first, feedback=(
+                        f"{first.feedback} (scored right after cell {early.after_cell}, where it is "
+                        f"defined; at the end of the notebook it scored {outcome.points:g}: {broke})"))
             points = max(0.0, min(float(outcome.points), q.points))
             sub.questions.append({"id": q.id, "title": q.title, "points": points, "max_points": q.points,
                                   "passed": bool(outcome.passed), "feedback": outcome.feedback,
                                   "seconds": round(probe.seconds, 2) if probe else 0.0})
     sub.score = round(sum(q["points"] for q in sub.questions), 2)
+
+
+def _score_probe(q, probe: runner.Probe | None, run: runner.Execution, ctx: Context) -> Outcome:
+    # Without data from the kernel (it died or hung) a question may still be scored on what the
+    # database holds; anything that needs the learner's functions fails.
+    error = probe.error if probe else (run.detail or "the notebook stopped before this question")
+    data = probe.data if probe and probe.error is None else {"error": error}
+    outcome = _safe(q, data, ctx)
+    ctx.conn.rollback()
+    return outcome
 
 
 def _safe(q, data: Any, ctx: Context) -> Outcome:

@@ -29,11 +29,15 @@ RECOVER_SECONDS = 5  # after an interrupt, how long a kernel may take to answer 
 
 @dataclass
 class Probe:
-    """What one question's probe gave back: `data` (parsed JSON) or `error`, and its run time."""
+    """What one question's probe gave back: `data` (parsed JSON) or `error`, and its run time.
+
+    `after_cell` is the 1-based notebook cell after which it ran (None: after the last cell).
+    """
 
     data: Any = None
     error: str | None = None
     seconds: float = 0.0
+    after_cell: int | None = None
 
 
 @dataclass
@@ -47,6 +51,10 @@ class Execution:
     timed_out_cells: list[int] = field(default_factory=list)
     seconds: float = 0.0
     probes: dict[str, Probe] = field(default_factory=dict)
+    # The same probes run right after the learner's cell that last defines what the question
+    # reads, when later cells follow it: scoring keeps the better result and names the later
+    # cell that broke it.
+    early: dict[str, Probe] = field(default_factory=dict)
 
 
 class _Client(NotebookClient):
