@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import settings
-from .embed import Embedder, check_texts
+from .corpus_vectors import lookup as shipped_vectors
+from .embed import Embedder, LocalEmbedder, check_texts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -28,8 +29,9 @@ class CachedEmbedder(Embedder):
     """Wrap an embedder so that each (model, text) is embedded once on this machine.
 
     Vectors live in `settings().cache_dir / "embeddings.sqlite"` unless `path`
-    is given. `hits` counts texts served from there, `misses` the distinct texts
-    that had to be embedded.
+    is given; the local model's vectors of the course corpus ship with the package
+    (`corpus_vectors.py`) and are served from there. `hits` counts texts served
+    without the model, `misses` the distinct texts that had to be embedded.
     """
 
     def __init__(self, inner: Embedder, *, path: str | Path | None = None):
@@ -40,7 +42,10 @@ class CachedEmbedder(Embedder):
     def embed(self, texts: Iterable[str]) -> np.ndarray:
         texts = check_texts(texts)
         model = f"{self.name}/{self.dim}"
-        found = self.store.get(model, texts, self.dim)
+        found = shipped_vectors(texts) if isinstance(self.inner, LocalEmbedder) else {}
+        rest = [t for t in texts if t not in found]
+        if rest:
+            found.update(self.store.get(model, rest, self.dim))
         todo = [t for t in dict.fromkeys(texts) if t not in found]  # distinct, in first-seen order
         self.hits += sum(1 for t in texts if t in found)
         self.misses += len(todo)
