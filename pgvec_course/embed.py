@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._progress import progress_bar
 from .config import settings
 
 __all__ = ["Embedder", "LocalEmbedder", "OpenAIEmbedder", "get_embedder"]
@@ -33,7 +34,6 @@ MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 OPENAI_MAX_INPUTS = 2048  # the API's limit per request
 OPENAI_MAX_TOKENS = 250_000  # the API allows 300k per request; ours is only an estimate
-PROGRESS_OVER = 256  # texts: fewer finish too fast for a progress bar to help
 NO_KEY = (
     "the OpenAI embedder needs OPENAI_API_KEY, which is not set; "
     "set it, or use the offline model with PGVEC_EMBEDDER=local"
@@ -45,7 +45,7 @@ class Embedder:
     """Turns texts into unit vectors: `name` (the model), `dim`, `embed()`, `embed_one()`.
 
     Subclasses implement `_embed_batch()`; this class checks the input, cuts it into
-    batches and shows a progress bar on long runs.
+    batches and shows a progress bar when a run takes more than two seconds.
     """
 
     name: str
@@ -60,10 +60,9 @@ class Embedder:
         """
         texts = check_texts(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        from tqdm.auto import tqdm  # imported late: it loads ipywidgets in a notebook
-
-        with tqdm(total=len(texts), desc=f"Embedding ({self.name})", unit="text",
-                  disable=len(texts) <= PROGRESS_OVER, leave=False) as bar:  # fmt: skip
+        # One batch would jump from 0 to done: a bar only helps when there are several.
+        with progress_bar(total=len(texts), desc=f"Embedding ({self.name})", unit="text",
+                          show=len(texts) > self.batch_size, leave=False) as bar:  # fmt: skip
             start = 0
             for batch in self._batches(texts):
                 out[start : start + len(batch)] = self._embed_batch(batch)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._progress import progress_bar
+
 __all__ = ["recall_at_k", "precision_at_k", "mrr", "ndcg_at_k", "evaluate", "Evaluation", "Score"]
 
 
@@ -136,15 +138,18 @@ def evaluate(
     if not labelled:
         raise ValueError("no queries to evaluate; pass labelled queries, e.g. load_queries()")
     scores = []
-    for name, method in methods.items():
-        per_query = []
-        for text, relevant, kind in labelled:
-            retrieved = method(text)
-            values = [metric(retrieved, relevant, k) for metric in (recall_at_k, mrr, ndcg_at_k)]
-            per_query.append((kind, *values))
-        kinds = sorted({kind for kind, *_ in per_query} - {"all"})
-        for kind in [*kinds, "all"]:
-            chosen = [values for kind_, *values in per_query if kind in (kind_, "all")]
-            means = [sum(column) / len(chosen) for column in zip(*chosen, strict=True)]
-            scores.append(Score(name, kind, len(chosen), *means))
+    # The methods run labelled queries one by one: a few seconds per method on the course corpus.
+    with progress_bar(total=len(methods) * len(labelled), desc="Evaluating", unit="query") as bar:
+        for name, method in methods.items():
+            per_query = []
+            for text, relevant, kind in labelled:
+                retrieved = method(text)
+                values = [metric(retrieved, relevant, k) for metric in (recall_at_k, mrr, ndcg_at_k)]
+                per_query.append((kind, *values))
+                bar.update(1)
+            kinds = sorted({kind for kind, *_ in per_query} - {"all"})
+            for kind in [*kinds, "all"]:
+                chosen = [values for kind_, *values in per_query if kind in (kind_, "all")]
+                means = [sum(column) / len(chosen) for column in zip(*chosen, strict=True)]
+                scores.append(Score(name, kind, len(chosen), *means))
     return Evaluation(scores, k=k)

@@ -9,7 +9,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-__all__ = ["create_documents_table", "insert_document", "insert_documents", "copy_vectors"]
+from ._progress import progress_bar
+
+__all__ = ["create_documents_table", "insert_document", "insert_documents", "copy_vectors", "table_lock"]
 
 _CHUNK = 1000  # rows per progress-bar update while copying
 _REBUILD = (
@@ -171,15 +173,13 @@ def insert_documents(
     else:
         rows = [row[1:] for row in rows]
     types = [columns[name][0] for name in names]
-    from tqdm.auto import tqdm  # imported late: it loads ipywidgets in a notebook
-
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
     )
     text_at = 1 if all(with_ids) else 0
     with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
         copy.set_types(types)
-        with tqdm(total=len(rows), desc=f"Loading {table}", unit="doc", disable=not progress) as bar:
+        with progress_bar(total=len(rows), desc=f"Loading {table}", unit="doc", show=progress) as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
                 texts = [document_text(row[text_at], row[text_at + 1]) for row in batch]
@@ -260,11 +260,9 @@ def copy_vectors(
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
     )
-    from tqdm.auto import tqdm
-
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         copy.write(_COPY_START)
-        with tqdm(total=n, desc=f"Copying into {table}", unit="row", disable=not progress) as bar:
+        with progress_bar(total=n, desc=f"Copying into {table}", unit="row", show=progress) as bar:
             for start in range(0, n, _CHUNK):
                 copy.write(rows[start : start + _CHUNK].tobytes())
                 bar.update(min(_CHUNK, n - start))

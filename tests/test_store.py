@@ -96,7 +96,21 @@ def test_insert_documents_copies_rows_in_order_without_an_ann_index(conn, tiny_e
     expected = tiny_embedder.embed([f"{d['title']}\n{d['content']}" for d in DOCS])
     assert np.array_equal(np.stack([r[3].to_numpy() for r in rows]), expected)
     assert [amname for _, amname in _indexes(conn)] == ["btree", "gin"]  # no hnsw/ivfflat
-    assert "Loading documents" in capsys.readouterr().err  # the progress bar
+    assert capsys.readouterr().err == ""  # done before a progress bar would appear
+
+
+def test_a_slow_load_shows_a_progress_bar(conn, tiny_embedder, capsys, monkeypatch):
+    import time
+
+    from pgvec_course import _progress
+
+    monkeypatch.setattr(_progress, "SHOW_AFTER", 0.2)
+    embed = tiny_embedder.embed
+    monkeypatch.setattr(tiny_embedder, "embed", lambda texts: time.sleep(0.15) or embed(texts))
+    create_documents_table(conn, embedder=tiny_embedder)
+    assert insert_documents(conn, DOCS, embedder=tiny_embedder, batch_size=1) == 3
+    err = capsys.readouterr().err
+    assert "Loading documents: 100%" in err and "3/3" in err
 
 
 def test_insert_documents_keeps_given_ids_and_moves_the_sequence_on(conn, tiny_embedder):

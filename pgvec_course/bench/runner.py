@@ -145,8 +145,7 @@ def run_benchmark(
     Prepared statements are off while queries run (as with `connect(prepare=False)`).
     Configurations sharing a build (kind and parameters) share one index, built once.
     """
-    from tqdm.auto import tqdm
-
+    from .._progress import progress_bar
     from ..index import create_index, drop_indexes
 
     configs = list(configs) if configs is not None else default_configs(len(data.vectors))
@@ -161,35 +160,37 @@ def run_benchmark(
     rows: list[BenchRow] = []
     built: tuple[str, str] | None = None
     info = None
-    for config in tqdm(configs, desc="Benchmark", unit="config", disable=not progress):
-        if built != (config.index, config.build):
+    with progress_bar(total=len(configs), desc="Benchmark", unit="config", show=progress) as bar:
+        for config in configs:
+            if built != (config.index, config.build):
+                start = time.perf_counter()
+                drop_indexes(conn, table)
+                info = None
+                if config.index != "none":
+                    info = create_index(
+                        conn, config.index, table=table, metric=metric, m=config.m,
+                        ef_construction=config.ef_construction, lists=config.lists,
+                    )  # fmt: skip
+                built = (config.index, config.build)
+                seconds = time.perf_counter() - start
+                timings["build_s"] += seconds
+                by_index.setdefault(config.index, {"build_s": 0.0, "query_s": 0.0})["build_s"] += seconds
             start = time.perf_counter()
-            drop_indexes(conn, table)
-            info = None
-            if config.index != "none":
-                info = create_index(
-                    conn, config.index, table=table, metric=metric, m=config.m,
-                    ef_construction=config.ef_construction, lists=config.lists,
-                )  # fmt: skip
-            built = (config.index, config.build)
+            setting = {config.param: config.value} if config.param and config.value is not None else {}
+            run = run_queries(conn, table, data.queries, k, metric=metric, warmup=warmup, **setting)
             seconds = time.perf_counter() - start
-            timings["build_s"] += seconds
-            by_index.setdefault(config.index, {"build_s": 0.0, "query_s": 0.0})["build_s"] += seconds
-        start = time.perf_counter()
-        setting = {config.param: config.value} if config.param and config.value is not None else {}
-        run = run_queries(conn, table, data.queries, k, metric=metric, warmup=warmup, **setting)
-        seconds = time.perf_counter() - start
-        timings["query_s"] += seconds
-        by_index[config.index]["query_s"] += seconds
-        plan_ok, used = _plan_ok(config, run.plan, info.name if info else None)
-        ms = run.latencies * 1000
-        rows.append(BenchRow(
-            index=config.index, param=config.param, value=config.value,
-            build_s=info.build_seconds if info else 0.0, index_bytes=info.size_bytes if info else 0,
-            p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
-            p99_ms=float(np.percentile(ms, 99)), qps=len(ms) / run.latencies.sum(),
-            recall=mean_recall(run.found, truth, k), plan_ok=plan_ok, build=config.build, plan=used,
-        ))  # fmt: skip
+            timings["query_s"] += seconds
+            by_index[config.index]["query_s"] += seconds
+            plan_ok, used = _plan_ok(config, run.plan, info.name if info else None)
+            ms = run.latencies * 1000
+            rows.append(BenchRow(
+                index=config.index, param=config.param, value=config.value,
+                build_s=info.build_seconds if info else 0.0, index_bytes=info.size_bytes if info else 0,
+                p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
+                p99_ms=float(np.percentile(ms, 99)), qps=len(ms) / run.latencies.sum(),
+                recall=mean_recall(run.found, truth, k), plan_ok=plan_ok, build=config.build, plan=used,
+            ))  # fmt: skip
+            bar.update(1)
     drop_indexes(conn, table)
     results = BenchResults(rows, k=k, timings=timings, title=f"{data.name}, {len(data.queries)} queries")
     results.by_index = by_index
