@@ -22,6 +22,7 @@ _EXPORTS = {
     "get_embedder": "embed",
     "load_passages": "corpus",
     "load_queries": "corpus",
+    "create_corpus_table": "corpus",
     "create_documents_table": "store",
     "insert_document": "store",
     "insert_documents": "store",

@@ -1,4 +1,4 @@
-"""The course's knowledge base: passages to search and labelled queries to grade the search."""
+"""The course's knowledge base: passages to search, labelled queries to grade the search, a table of both."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["KINDS", "LabeledQuery", "Passage", "categories", "load_passages", "load_queries"]
+__all__ = ["KINDS", "LabeledQuery", "Passage", "categories", "create_corpus_table", "load_passages",
+           "load_queries"]
 
 KINDS = ("keyword", "conceptual")
 
@@ -72,3 +73,24 @@ def load_queries(kind: str | None = None) -> list[LabeledQuery]:
     if kind not in KINDS:
         raise ValueError(f"unknown query kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return [q for q in _queries() if q.kind == kind]
+
+
+def create_corpus_table(conn, table: str, *, fulltext: bool = False, embedder=None) -> int:
+    """Create `table` afresh holding every passage (with its id) and its embedding; return the row count.
+
+    A lesson's set-up in one call, safe to run again and from two notebooks at once: the table is
+    dropped, created and loaded in one transaction under `store.table_lock`, so another notebook
+    running the same set-up waits its turn, and no session ever sees the table missing, empty or
+    half loaded. `fulltext=True` adds the generated `tsv` column and its GIN index.
+    """
+    from .store import _embedder, create_documents_table, document_text, insert_documents, table_lock
+
+    embedder = _embedder(embedder)
+    passages = load_passages()
+    # Embed before taking any lock (the course's own vectors ship with the package; another
+    # embedder may take a while): the cache then serves the load below.
+    embedder.embed([document_text(p.title, p.content) for p in passages])
+    with conn.transaction():
+        table_lock(conn, table)
+        create_documents_table(conn, table=table, dim=embedder.dim, fulltext=fulltext, drop=True)
+        return insert_documents(conn, passages, table=table, embedder=embedder, progress=False)

@@ -44,7 +44,8 @@ def create_documents_table(
     """Create the documents table (if missing) with a vector column sized for the embedder; return N.
 
     `fulltext=True` adds a generated `tsv` column with a GIN index, for hybrid search.
-    `drop=True` drops an existing table of that name first.
+    `drop=True` drops an existing table of that name first. Two notebooks creating the
+    same table at once take turns (see `table_lock`) instead of failing.
     """
     if dim is None:
         dim = _embedder(embedder).dim
@@ -52,6 +53,7 @@ def create_documents_table(
         raise ValueError(f"dim must be a positive int, not {dim!r}")
     name = sql.Identifier(table)
     with conn.transaction():
+        table_lock(conn, table)
         if drop:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(name))
         conn.execute(
@@ -85,6 +87,18 @@ def create_documents_table(
             f"recreate it with create_documents_table(conn, drop=True)"
         )
     return dim
+
+
+def table_lock(conn: psycopg.Connection, table: str) -> None:
+    """Wait for, then hold until the transaction ends, a lock that other set-ups of `table` also take.
+
+    CREATE TABLE / ADD COLUMN / CREATE INDEX ... IF NOT EXISTS check and create in two steps,
+    so two sessions doing them at once can both pass the check and one then fails
+    (UniqueViolation, DuplicateColumn). An advisory lock named after the table in the current
+    schema makes them take turns.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s || current_schema() || '.' || %s, 0))",
+                 ("pgvec_course.table:", table))
 
 
 def _columns(conn: psycopg.Connection, table: str) -> dict[str, tuple[int, int]]:
