@@ -12,6 +12,10 @@ its sources; `check` (and the tests) fail when a notebook's sources changed afte
 The text source for `build` is a list of cells, each opened by a marker line:
 `# %%` starts a code cell, `# %% [markdown]` a markdown cell; the lines that follow,
 up to the next marker, are the cell (markdown written as is, not commented out).
+
+nbval compares the output of cells tagged `nbval-check-output` when the tests run the
+notebooks. A cell may instead carry the line `# NBVAL_CHECK_OUTPUT` (easier to type in an
+editor): `run` and `build` turn such lines into the tag, so learners never read them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from pathlib import Path
 
 import nbformat
 
-CHECK_OUTPUT = "# NBVAL_CHECK_OUTPUT"
+CHECK_OUTPUT = "nbval-check-output"  # the tag; nbval also reads the comment "# NBVAL_CHECK_OUTPUT"
+# nbval's comment markers, each of which it also accepts as a cell tag (lower case, dashes).
+_NBVAL_MARKER = re.compile(r"^\s*#\s*(NBVAL_(?:CHECK_OUTPUT|IGNORE_OUTPUT|RAISES_EXCEPTION|SKIP))\s*$")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 _MARKER = re.compile(r"^# %%(?:\s*\[(markdown|md)\])?\s*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -42,6 +48,26 @@ def source_hash(nb: nbformat.NotebookNode) -> str:
     """Return the sha256 of the notebook's cell types and sources (outputs not included)."""
     cells = [[cell.cell_type, _text(cell.source)] for cell in nb.cells]
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
+
+
+def tag_markers(nb: nbformat.NotebookNode) -> int:
+    """Turn nbval comment lines (`# NBVAL_CHECK_OUTPUT`) into the cell tags nbval reads; return the count."""
+    moved = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = _text(cell.source).splitlines()
+        markers = [m.group(1) for m in map(_NBVAL_MARKER.match, lines) if m]
+        if not markers:
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        for marker in markers:
+            tag = marker.lower().replace("_", "-")
+            if tag not in tags:
+                tags.append(tag)
+        cell.source = "\n".join(line for line in lines if not _NBVAL_MARKER.match(line)).strip("\n")
+        moved += len(markers)
+    return moved
 
 
 def stamp_of(nb: nbformat.NotebookNode) -> str | None:
@@ -88,6 +114,7 @@ def run(path: str | Path, *, timeout: int = 300) -> float:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    tag_markers(nb)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnv())
     client = NotebookClient(
@@ -147,6 +174,7 @@ def build(text: str) -> nbformat.NotebookNode:
         source = "\n".join(lines).strip("\n")
         new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         nb.cells.append(new(source))
+    tag_markers(nb)
     return nb
 
 
@@ -167,7 +195,6 @@ def _current_cell(nb: nbformat.NotebookNode) -> int:
 
 def _head(nb: nbformat.NotebookNode, number: int) -> str:
     lines = [ln for ln in _text(nb.cells[number - 1].source).splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith("# NBVAL")]
     return f"cell starts: {lines[0][:90]!r}" if lines else "empty cell"
 
 
