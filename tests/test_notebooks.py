@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -109,6 +110,96 @@ def test_every_topic_is_taught(topic, lesson_text):
     assert re.search(TOPICS[topic], lesson_text, re.I | re.M), f"no lesson covers {topic!r}"
 
 
+# -- each lesson owns its tables ----------------------------------------------------------
+# A lesson's tables and indexes are named `<topic>_...`, the topic being the first word of its file
+# name after the number (06_hybrid_search.ipynb -> hybrid_docs), so that any lessons can run side by
+# side, in any order, without touching each other's tables.
+
+# pvc functions that read or write a table -> the position of the table among their arguments.
+TABLE_ARG = {
+    "create_documents_table": None, "create_corpus_table": 1, "insert_document": None,
+    "insert_documents": None, "copy_vectors": 1, "search": None, "search_by_vector": None,
+    "keyword_search": None, "hybrid_search": None, "create_index": None, "drop_indexes": 1,
+    "load_vectors": None, "check_distinct": 1, "run_benchmark": None, "IndexTuner": None,
+    "SearchBox": None,
+}
+CREATES = re.compile(r"\bCREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s*(?:\(|AS\b)"
+                     r"|\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\b",
+                     re.I)
+
+
+def topic(path: Path) -> str:
+    return path.stem.split("_")[1]
+
+
+def _code(path: Path) -> list[str]:
+    # Shell escapes (!cmd) and magics (%cmd) are not Python.
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    return ["\n".join(ln for ln in cell.splitlines() if not ln.lstrip().startswith(("!", "%")))
+            for cell in cells]
+
+
+def lesson_tables(path: Path) -> tuple[set[str], list[str]]:
+    """Return the tables a lesson creates or passes to pvc, and the pvc calls that name no table."""
+    trees = [ast.parse(cell) for cell in _code(path)]
+    names = {t.id: n.value.value for tree in trees for n in ast.walk(tree) if isinstance(n, ast.Assign)
+             and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str) for t in n.targets
+             if isinstance(t, ast.Name)}  # fmt: skip
+    tables = {name for cell in _code(path) for pair in CREATES.findall(cell) for name in pair if name}
+    missing = []
+    for node in (n for tree in trees for n in ast.walk(tree)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "pvc"
+                and node.func.attr in TABLE_ARG):
+            continue
+        position = TABLE_ARG[node.func.attr]
+        given = next((k.value for k in node.keywords if k.arg == "table"), None)
+        if given is None and position is not None and len(node.args) > position:
+            given = node.args[position]
+        if isinstance(given, ast.Name) and given.id in names:
+            tables.add(names[given.id])
+        elif isinstance(given, ast.Constant) and isinstance(given.value, str):
+            tables.add(given.value)
+        else:
+            missing.append(f"line {node.lineno}: pvc.{node.func.attr}(...)")
+    return tables, missing
+
+
+def test_lesson_topics_are_distinct():
+    topics = [topic(path) for path in LESSONS]
+    assert len(set(topics)) == len(topics), f"two lessons' file names start with the same word: {topics}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_each_lesson_names_its_own_tables_after_its_topic(path):
+    tables, missing = lesson_tables(path)
+    assert missing == [], f"these calls use the default table, which lessons share; pass table=: {missing}"
+    foreign = sorted(t for t in tables if not t.startswith(topic(path) + "_"))
+    assert foreign == [], f"name this lesson's tables and indexes {topic(path)}_...: {foreign}"
+
+
+def test_the_table_rule_sees_sql_and_calls(tmp_path):
+    nb = notebooks.build('# %%\nDOCS = "hybrid_docs"\npvc.create_corpus_table(conn, DOCS)\n'
+                         'conn.execute("CREATE TABLE IF NOT EXISTS hybrid_x (id int)")\n'
+                         'conn.execute("CREATE INDEX ON hybrid_x (id)")\n'
+                         'conn.execute("CREATE INDEX documents_idx ON documents (id)")\n'
+                         'print("CREATE INDEX failed: too big")\n'
+                         'pvc.search(conn, "q", k=3)\n!echo shell\n'
+                         'pvc.SearchBox(conn, table="hybrid_docs")')
+    path = tmp_path / "06_hybrid_sample.ipynb"
+    nbformat.write(nb, path)
+    assert lesson_tables(path) == ({"hybrid_docs", "hybrid_x", "documents_idx"}, ["line 7: pvc.search(...)"])
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_nbval_markers_are_tags_not_comments(path):
+    nb = nbformat.read(path, as_version=4)
+    comments = [n for n, c in enumerate(nb.cells, 1) if re.search(r"^\s*#\s*NBVAL_", c.source, re.M)]
+    assert comments == [], f"cells {comments} mark nbval in a comment; run the notebook tool to make it a tag"
+    tagged = [c for c in nb.cells if notebooks.CHECK_OUTPUT in c.metadata.get("tags", [])]
+    assert all(c.cell_type == "code" and c.outputs for c in tagged)
+
+
 # pvc.check grades an exercise task, so the exercises are where it is used (every one of them).
 EXERCISE_HELPERS = {"check"}
 
@@ -182,6 +273,18 @@ def test_run_refuses_to_save_a_notebook_with_an_error(tmp_path, capsys):
         "    cell starts: '1 / 0'\n"
         "notebook not saved; fix the cell and run it again\n"))
     assert path.read_bytes() == before
+
+
+def test_nbval_comment_markers_become_cell_tags():
+    nb = notebooks.build("# %%\n# NBVAL_CHECK_OUTPUT\nx = 1\n"
+                         "# %%\ny = 2  # NBVAL_SKIP stays: not a marker line\n"
+                         "# %%\n#NBVAL_IGNORE_OUTPUT\n# a comment\nz = 3")
+    assert [(c.source, c.metadata.get("tags")) for c in nb.cells] == [
+        ("x = 1", ["nbval-check-output"]),
+        ("y = 2  # NBVAL_SKIP stays: not a marker line", None),
+        ("# a comment\nz = 3", ["nbval-ignore-output"]),
+    ]
+    assert notebooks.tag_markers(nb) == 0  # nothing left to move
 
 
 def test_the_stamp_covers_cell_types_and_sources_but_not_outputs():
