@@ -75,6 +75,7 @@ def _ensure_running(server, data_dir: Path) -> None:
             # The package's own lock makes two notebooks starting at once share one server.
             with server._lock:
                 server.ensure_pgdata_inited()
+                _close_socket(data_dir)
                 server.ensure_postgres_running()
             return
         except Exception as exc:  # noqa: BLE001 - retried, then reported below
@@ -85,6 +86,20 @@ def _ensure_running(server, data_dir: Path) -> None:
                     f"see its log at {data_dir / 'log'}, or set DATABASE_URL to use another server"
                 ) from None
             time.sleep(0.25)
+
+
+SOCKET_PERMISSIONS = "unix_socket_permissions = 0700"
+
+
+def _close_socket(data_dir: Path) -> None:
+    """Let only the server's own OS user (and root) use its socket: local logins need no password."""
+    # On a shared machine (a JupyterHub, a lab server) the socket may sit in a folder others can
+    # enter, and every local connection is trusted; the socket's own mode is what keeps them out.
+    # Set before the server starts, because Postgres reads this setting only then.
+    conf = data_dir / "postgresql.conf"
+    if conf.exists() and SOCKET_PERMISSIONS not in conf.read_text():
+        with conf.open("a") as f:
+            f.write(f"\n# pgvec-course: the socket is its owner's alone\n{SOCKET_PERMISSIONS}\n")
 
 
 def _configure(server) -> None:

@@ -276,3 +276,35 @@ def test_server_without_pgvector_says_how_to_get_it(server_without_pgvector, mon
         "(https://github.com/pgvector/pgvector#installation), or unset DATABASE_URL"
     )
     assert "NotThePassword" not in str(err.value)
+
+
+def test_only_the_servers_owner_may_use_its_socket(tmp_path, monkeypatch):
+    """On a shared machine (a JupyterHub, a lab server) no other OS user may log in to a learner's server."""
+    import pwd
+    import shutil
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("acting as a second OS user needs root and setpriv (util-linux); CI runs it as root")
+    # A data folder too deep for a socket path: the socket then lives in a shared runtime folder.
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "pgdata"
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PGVEC_DATA_DIR", str(deep))
+    try:
+        host = conninfo_to_dict(db.start_server())["host"]
+        assert not host.startswith(str(tmp_path))
+
+        def psql_as(uid: int) -> subprocess.CompletedProcess:
+            return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                   str(db.psql_path()), "-h", host, "-U", "postgres", "-d", "pgvec_course",
+                                   "-Atc", "SELECT 1"], capture_output=True, text=True, timeout=30)
+
+        other = psql_as(pwd.getpwnam("nobody").pw_uid)
+        assert other.returncode == 2
+        assert other.stderr.splitlines()[0] == (
+            f'psql: error: connection to server on socket "{host}/.s.PGSQL.5432" failed: Permission denied')
+        owner = psql_as(os.stat(deep).st_uid)  # the server's own user
+        assert (owner.returncode, owner.stdout) == (0, "1\n")
+    finally:
+        db.stop_server()
