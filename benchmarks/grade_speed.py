@@ -1,11 +1,12 @@
-"""How long does grading take? 20 knowledge-base submissions with --jobs 1 and 2, against plain execution.
+"""How long does grading take? 20 knowledge-base submissions, sandboxed and not, against plain execution.
 
     .venv/bin/python benchmarks/grade_speed.py [--n 20]
 
 The submissions are the test fixtures (tests/fixtures/submissions/kb), cycled to n. The baseline
-runs each notebook once in a fresh kernel against an existing database, as `jupyter nbconvert
---execute` would: what grading adds is a database and role per submission, the probes and the
-scoring. Uses the grader's own server (PGVEC_GRADER_DATA_DIR), never a learner's data.
+runs each notebook once in a fresh kernel against one running database server, as `jupyter
+nbconvert --execute` would. `--trust-submissions` grading adds a database server per submission,
+the probes and the scoring; the sandboxed run adds bubblewrap, the uid switch, the cgroup and the
+watch. The ratio of the two is the sandbox's overhead per submission (target: under 1.5x).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pgvec_course.grading import databases, grader, runner
+from pgvec_course.grading import databases, grader, limits, runner, sandbox, workspace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "submissions" / "kb"
 
@@ -36,10 +37,10 @@ def make_submissions(n: int, folder: Path) -> list[tuple[str, Path]]:
 
 
 def plain_execution(subs: list[tuple[str, Path]], seed: Path, *, skip_checks: bool = False) -> list[float]:
-    """Execute each notebook in a fresh kernel, no grading; return the seconds of each."""
-    admin = databases.admin_url()
+    """Execute each notebook in a fresh kernel, no grading, one server for all; return the seconds of each."""
     seconds = []
-    with databases.submission_database(admin) as box:
+    with workspace.workspace(caps=limits.Caps(), sandboxed=False) as ws, \
+            databases.submission_database(ws) as server:
         for _, path in subs:
             work = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
             (work / ".cache").mkdir()
@@ -49,7 +50,7 @@ def plain_execution(subs: list[tuple[str, Path]], seed: Path, *, skip_checks: bo
                 nb.cells = [c for c in nb.cells if not runner.is_check_cell(c.source)]
             started = time.perf_counter()
             NotebookClient(nb, kernel_name="python3", allow_errors=True, timeout=120).execute(
-                cwd=str(work), env=grader.kernel_env(box.url, work))
+                cwd=str(work), env=grader.kernel_env(server.url, work, sandboxed=False))
             seconds.append(time.perf_counter() - started)
             shutil.rmtree(work, ignore_errors=True)
     return seconds
@@ -59,37 +60,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20)
     args = parser.parse_args()
+    if not sandbox.support().ok:
+        raise SystemExit(f"cannot measure the sandbox: {sandbox.support().detail}")
     folder = Path(tempfile.mkdtemp(prefix="pvc-bench-subs-"))
     subs = make_submissions(args.n, folder)
-    databases.prepare(databases.admin_url())
-    seed = grader.seed_cache()
+    seed = grader.prepare(grader.Options())
 
     plain = plain_execution(subs, seed)
     bare = plain_execution(subs, seed, skip_checks=True)
     rows = [("plain execution (no grading), 1 at a time", sum(plain), sum(plain) / len(plain), None),
             ("same, without the pvc.check cells", sum(bare), sum(bare) / len(bare), None)]
-    per_sub: dict[int, list[float]] = {}
-    for jobs in (1, 2):
+    each: dict[str, list[float]] = {}
+    for name, sandboxed, jobs in (("grade --trust-submissions --jobs 1", False, 1),
+                                  ("grade (sandboxed) --jobs 1", True, 1),
+                                  ("grade (sandboxed) --jobs 2", True, 2)):
         started = time.perf_counter()
-        results = grader.grade_batch(subs, options=grader.Options(timeout=120), jobs=jobs, progress=False)
+        options = grader.Options(timeout=120, sandboxed=sandboxed)
+        results = grader.grade_batch(subs, options=options, jobs=jobs, progress=False)
         wall = time.perf_counter() - started
-        assert all(r.status == "graded" for r in results), [(r.learner, r.status) for r in results]
-        per_sub[jobs] = [r.timings["total"] for r in results]
-        mean = sum(per_sub[jobs]) / len(subs)
-        rows.append((f"pgvec-course grade --jobs {jobs}", wall, wall / len(subs), mean))
+        assert all(r.status == "graded" for r in results), [(r.learner, r.status, r.reason) for r in results]
+        each[name] = [r.timings["total"] for r in results]
+        rows.append((name, wall, wall / len(subs), sum(each[name]) / len(subs)))
     shutil.rmtree(folder, ignore_errors=True)
 
     base = sum(plain) / len(plain)
     print(f"\n{args.n} knowledge-base submissions ({len(set(p.stem for p in FIXTURES.glob('*.ipynb')))} "
           "distinct fixtures, cycled)\n")
     print(f"{'mode':<44} {'wall s':>7} {'wall/sub s':>10} {'each sub s':>10} {'vs plain':>8}")
-    for name, wall, per, each in rows:
-        each = each if each is not None else per
-        print(f"{name:<44} {wall:7.1f} {per:10.2f} {each:10.2f} {per / base:7.2f}x")
+    for name, wall, per, own in rows:
+        own = own if own is not None else per
+        print(f"{name:<44} {wall:7.1f} {per:10.2f} {own:10.2f} {per / base:7.2f}x")
+    trusted, boxed = (sum(each[k]) / len(subs) for k in ("grade --trust-submissions --jobs 1",
+                                                          "grade (sandboxed) --jobs 1"))
     print("\nThe grader skips pvc.check cells (they do not count), so it can beat plain execution.")
-    print(f"grading overhead per submission (--jobs 1, own time minus plain execution without checks): "
-          f"{sum(per_sub[1]) / len(subs) - sum(bare) / len(bare):+.2f} s; slowest graded submission "
-          f"{max(per_sub[1]):.1f} s (--jobs 1), {max(per_sub[2]):.1f} s (--jobs 2)")
+    print(f"sandbox overhead per submission (--jobs 1): {boxed:.2f} s sandboxed / {trusted:.2f} s trusted = "
+          f"{boxed / trusted:.2f}x (target under 1.5x); slowest sandboxed submission "
+          f"{max(each['grade (sandboxed) --jobs 1']):.1f} s (--jobs 1), "
+          f"{max(each['grade (sandboxed) --jobs 2']):.1f} s (--jobs 2)")
 
 
 if __name__ == "__main__":

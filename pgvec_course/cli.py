@@ -71,6 +71,13 @@ def doctor() -> list[tuple[bool | None, str]]:
         checks.append((True, f"embedder: {emb.name} ({emb.dim} dims)"))
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         checks.append((False, f"embedder: {exc}"))
+    from .grading import sandbox
+
+    support = sandbox.support()
+    # Learners never need it: a note, not a failure, where grading cannot be sandboxed.
+    checks.append((True if support.ok else None,
+                   f"grading sandbox: {support.detail}" if support.ok else
+                   f"grading cannot be sandboxed here: {support.detail}"))
     key = "set: embeddings come from OpenAI" if settings().openai_api_key else \
         "not set: embeddings come from the local model (offline)"
     checks.append((None, f"OPENAI_API_KEY {key}"))

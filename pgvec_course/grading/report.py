@@ -1,10 +1,21 @@
-"""Grades and feedback on disk: grades.csv, one JSON and one Markdown file per learner, Gradescope."""
+"""Grades and feedback on disk: grades.csv, one JSON and one Markdown file per learner, Gradescope.
+
+A `Gradebook` writes each learner's files the moment their grading ends and rebuilds grades.csv
+atomically (a temporary file renamed over it) after each, so a grader killed mid-batch loses
+nothing already graded, and `--resume` picks up where it stopped. A lock file in `--out` keeps a
+second grader out; the lock dies with its process, so a killed grader's lock is simply taken over.
+"""
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
-from dataclasses import asdict
+import os
+import socket
+import tempfile
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,25 +28,110 @@ STATUS_TEXT = {
     "hung": "a cell would not stop; the remaining questions failed",
     "kernel_died": "the kernel died; the remaining questions failed",
     "not_gradable": "not gradable",
+    "over_limit": "the submission went over a resource cap and was stopped; the remaining questions failed",
     "error": "the grader failed on this submission",
 }
 
 
+LOCK = ".grading.lock"
+CSV_HEADER = ["learner", "exercise", "score", "max", "status"]
+
+
+class GradebookBusy(RuntimeError):
+    """Another grader is writing to the same --out folder."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed over it: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Gradebook:
+    """The --out folder of one grading run: locked, written learner by learner, resumable."""
+
+    def __init__(self, out: Path, *, learners: list[str], gradescope: bool = False) -> None:
+        self.out, self.learners, self.gradescope = out, learners, gradescope
+        out.mkdir(parents=True, exist_ok=True)
+        self._lock = open(out / LOCK, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            raise GradebookBusy(f"another grader ({holder}) is writing to {out}; wait for it to finish, "
+                                "or pass another --out") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._lock.flush()
+
+    def __enter__(self) -> Gradebook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock."""
+        if not self._lock.closed:
+            (self.out / LOCK).unlink(missing_ok=True)
+            self._lock.close()
+
+    def has(self, learner: str, path: Path) -> bool:
+        """Return True when this learner's notebook at `path` is already graded here (for --resume)."""
+        sub = self._read(learner)
+        return sub is not None and sub.path == str(path) and sub.status != "error"
+
+    def add(self, sub: Submission) -> None:
+        """Write one learner's JSON and feedback now, then rebuild grades.csv."""
+        write_atomic(self.out / f"{sub.learner}.json", json.dumps(asdict(sub), indent=2) + "\n")
+        write_atomic(self.out / f"{sub.learner}.md", feedback(sub))
+        if self.gradescope:
+            # Gradescope reads results/results.json for the one submission it grades.
+            name = "results.json" if len(self.learners) == 1 else f"{sub.learner}.results.json"
+            write_atomic(self.out / name, json.dumps(gradescope_results(sub), indent=2) + "\n")
+        write_atomic(self.out / "grades.csv", grades_csv(self.results()))
+
+    def results(self) -> list[Submission]:
+        """Return the graded learners of this run, in its order, as written in the folder."""
+        return [sub for learner in self.learners if (sub := self._read(learner)) is not None]
+
+    def _read(self, learner: str) -> Submission | None:
+        from .grader import Submission
+
+        try:
+            data = json.loads((self.out / f"{learner}.json").read_text())
+            known = {f.name for f in fields(Submission)}
+            return Submission(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def grades_csv(results: list[Submission]) -> str:
+    """Return grades.csv's text: one row per learner."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for sub in results:
+        writer.writerow([sub.learner, sub.exercise, f"{sub.score:g}", f"{sub.max:g}", sub.status])
+    return buffer.getvalue()
+
+
 def write_all(results: list[Submission], out: Path, *, gradescope: bool = False) -> None:
     """Write grades.csv and each learner's JSON and Markdown (and Gradescope JSON) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "grades.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["learner", "exercise", "score", "max", "status"])
+    with Gradebook(out, learners=[s.learner for s in results], gradescope=gradescope) as book:
         for sub in results:
-            writer.writerow([sub.learner, sub.exercise, f"{sub.score:g}", f"{sub.max:g}", sub.status])
-    for sub in results:
-        (out / f"{sub.learner}.json").write_text(json.dumps(asdict(sub), indent=2) + "\n")
-        (out / f"{sub.learner}.md").write_text(feedback(sub))
-        if gradescope:
-            # Gradescope reads results/results.json for the one submission it grades.
-            name = "results.json" if len(results) == 1 else f"{sub.learner}.results.json"
-            (out / name).write_text(json.dumps(gradescope_results(sub), indent=2) + "\n")
+            book.add(sub)
 
 
 def feedback(sub: Submission) -> str:

@@ -1,0 +1,184 @@
+"""One submission's workspace: its folder, its users, its limits, and a watch that enforces them.
+
+The folder lives in /dev/shm when it has room (a template cluster copies in milliseconds there, and
+files written to memory count against the submission's memory cap), else in the system's temp
+folder. It holds `kernel/` (the kernel's working folder, connection file and sockets), `pgdata/`
+(its database server's files) and `pgsock/` (that server's socket). Only the grader can enter
+the folder itself; each sandbox gets its own sub-folders bound in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import limits, sandbox
+
+PREFIX = "pgvec-course-"  # pgvec-course-<grader pid>-<token>: swept when that grader is gone
+SHM = Path("/dev/shm")
+
+
+@dataclass
+class Workspace:
+    """A submission's folder, the uids its kernel and server run as, and how its caps are enforced."""
+
+    root: Path
+    caps: limits.Caps
+    sandboxed: bool
+    kernel_uid: int | None = None
+    server_uid: int | None = None
+    cgroup: limits.Cgroup | None = None
+    stopped: str = ""  # why the watch stopped the submission, if it did
+    peak: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kernel_dir(self) -> Path:
+        return self.root / "kernel"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "pgsock"
+
+    @property
+    def enforcement(self) -> str:
+        """Say how the caps are enforced, for the result JSON."""
+        how = "cgroup v1 (memory, pids, cpuacct) for the whole submission" if self.cgroup else \
+            "rlimits per process"
+        return f"{how}; disk and CPU time watched by the grader"
+
+    def wrap(self, argv: list[str], layout: sandbox.Layout) -> list[str]:
+        """Return the command that runs `argv` in this submission's cgroup, rlimits and sandbox."""
+        if self.sandboxed:
+            inner = sandbox.command(argv, layout)
+        else:  # trusted: no sandbox, but Postgres still may not run as root
+            inner = sandbox.drop_to(layout.uid) + argv if layout.uid is not None else argv
+        own_uid = layout.uid is not None
+        return limits.join(limits.rlimits(self.caps, own_uid=own_uid) + inner, self.cgroup)
+
+    def kill(self) -> None:
+        """SIGKILL every process of this submission: its cgroup, and any process naming its folder."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        import psutil
+
+        mine = str(self.root)
+        for proc in psutil.process_iter(["cmdline"]):
+            with suppress(psutil.Error):
+                if proc.pid != os.getpid() and mine in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+
+    def disk_bytes(self) -> int:
+        """Return the bytes the folder holds now (database files, WAL, anything written there)."""
+        total = 0
+        for root, _, files in os.walk(self.root):
+            for name in files:
+                with suppress(OSError):
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+        return total
+
+
+def _base() -> Path:
+    if SHM.is_dir() and os.access(SHM, os.W_OK):
+        free = shutil.disk_usage(SHM).free
+        if free > 8 * limits.GiB:
+            return SHM
+    return Path(tempfile.gettempdir())
+
+
+@contextmanager
+def workspace(*, caps: limits.Caps, sandboxed: bool) -> Iterator[Workspace]:
+    """Create a submission's workspace (folder, uids, cgroup); remove all of it afterwards."""
+    token = secrets.token_hex(4)
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{token}-", dir=_base()))
+    ws = Workspace(root=root, caps=caps, sandboxed=sandboxed)
+    try:
+        if not sandboxed and os.geteuid() == 0:
+            root.chmod(0o711)  # Postgres, as its own uid, reaches its folders directly
+        if os.geteuid() == 0:  # a trusted kernel runs as root, as the grader does; Postgres never may
+            ws.kernel_uid, ws.server_uid = sandbox.pick_uid() if sandboxed else None, sandbox.pick_uid()
+        for path, uid in ((ws.kernel_dir, ws.kernel_uid), (ws.data_dir, ws.server_uid),
+                          (ws.socket_dir, ws.server_uid)):
+            path.mkdir(mode=0o700)
+            if uid is not None:
+                os.chown(path, uid, uid)
+        ws.socket_dir.chmod(0o755)  # the kernel (another uid) connects; the folder above is closed
+        ws.kernel_dir.chmod(0o711)  # bwrap, as root without capabilities, enters it before switching uid
+        with suppress(OSError):
+            ws.cgroup = limits.Cgroup.create(caps, token)
+        yield ws
+    finally:
+        if ws.cgroup is not None:
+            ws.peak = {**ws.peak, **ws.cgroup.usage()}
+            ws.cgroup.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Watch:
+    """Check a running submission's disk and CPU time every `every` seconds; call `stop` when over."""
+
+    def __init__(self, ws: Workspace, stop: Callable[[], None], *, every: float = 0.5) -> None:
+        self.ws, self.stop_submission, self.every = ws, stop, every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{ws.root.name}", daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        ws = self.ws
+        while not self._done.wait(self.every):
+            disk = ws.disk_bytes()
+            ws.peak["disk_peak"] = max(ws.peak.get("disk_peak", 0), disk)
+            cpu = ws.cgroup.usage()["cpu_seconds"] if ws.cgroup else 0.0
+            if disk > ws.caps.disk:
+                ws.stopped = f"its files and database grew past the {_size(ws.caps.disk)} disk cap"
+            elif cpu > ws.caps.cpu_seconds:
+                ws.stopped = f"it used more than {ws.caps.cpu_seconds} s of CPU time"
+            if ws.stopped:
+                self.stop_submission()
+                return
+
+
+def _size(n: int) -> str:
+    return f"{n / limits.GiB:g} GB" if n >= limits.GiB else f"{n / 2**20:g} MB"
+
+
+def sweep() -> list[str]:
+    """Remove the workspaces and cgroups of graders that are gone (a kill -9); return their names."""
+    gone = []
+    for base in {SHM, Path(tempfile.gettempdir())}:
+        with suppress(OSError):
+            for entry in base.iterdir():
+                match = re.match(re.escape(PREFIX) + r"(\d+)-", entry.name)
+                if match and entry.is_dir() and not limits._alive(int(match.group(1))):
+                    _kill_server(entry / "pgdata")
+                    shutil.rmtree(entry, ignore_errors=True)
+                    gone.append(entry.name)
+    return gone + limits.sweep()
+
+
+def _kill_server(data_dir: Path) -> None:
+    # A server started without the sandbox does not die with its grader.
+    with suppress(OSError, ValueError, IndexError):
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        if f"{data_dir}" in Path(f"/proc/{pid}/cmdline").read_text():
+            os.kill(pid, 9)
+            time.sleep(0.2)
