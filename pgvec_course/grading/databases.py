@@ -62,6 +62,11 @@ class SubmissionDatabase:
     admin: str
     process: subprocess.Popen
 
+    def disconnect_learner(self) -> None:
+        """End every session of the learner role (a stopped submission's queries must stop too)."""
+        with suppress(psycopg.Error), psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (ROLE,))
+
     def grader_url(self, *, statement_timeout: int) -> str:
         """Return the learner role's URL with settings the submission cannot steer (search_path, timeouts)."""
         options = (f"-c search_path=pg_catalog,public -c statement_timeout={statement_timeout}s "

@@ -185,7 +185,11 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, exercise: Exercis
         # Hidden inputs are in the probes, which run only after the learner's cells that they need.
         probes = {q.id: q.probe(True) for q in exercise.questions}
         needs = {q.id: q.needs for q in exercise.questions}
-        with workspace.Watch(ws, stop=ws.kill):
+        def stop() -> None:  # over a cap: end the kernel and its queries, keep the database to score
+            ws.kill_kernel()
+            server.disconnect_learner()
+
+        with workspace.Watch(ws, stop=stop):
             run = runner.execute(nb, probes=probes, kernel=kernel, cell_timeout=cell_timeout,
                                  notebook_timeout=timeout, needs=needs)
         scored = time.monotonic()

@@ -72,13 +72,11 @@ class Workspace:
         """SIGKILL every process of this submission: its cgroup, and any process naming its folder."""
         if self.cgroup is not None:
             self.cgroup.kill()
-        import psutil
+        _kill_naming(self.root)
 
-        mine = str(self.root)
-        for proc in psutil.process_iter(["cmdline"]):
-            with suppress(psutil.Error):
-                if proc.pid != os.getpid() and mine in " ".join(proc.info["cmdline"] or []):
-                    proc.kill()
+    def kill_kernel(self) -> None:
+        """SIGKILL the kernel's sandbox (and so everything in it), leaving the database for scoring."""
+        _kill_naming(self.kernel_dir)
 
     def disk_bytes(self) -> int:
         """Return the bytes the folder holds now (database files, WAL, anything written there)."""
@@ -88,6 +86,18 @@ class Workspace:
                 with suppress(OSError):
                     total += os.lstat(os.path.join(root, name)).st_blocks * 512
         return total
+
+
+def _kill_naming(path: Path) -> None:
+    import psutil
+
+    # Every sandbox's bwrap names the folders it binds on its command line; killing it ends its
+    # PID namespace, and with it every process inside.
+    mine = str(path)
+    for proc in psutil.process_iter(["cmdline"]):
+        with suppress(psutil.Error):
+            if proc.pid != os.getpid() and mine in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
 
 
 def _base() -> Path:
