@@ -302,3 +302,43 @@ def test_sizes_are_read_as_an_instructor_writes_them():
         limits.parse_size("lots")
     assert grader.Options().caps == limits.Caps(memory=4 * 2**30, disk=2 * 2**30, processes=512,
                                                 cpu_seconds=1200)
+
+
+def test_an_instructor_without_root_gets_the_sandbox_too():
+    """Grade as an ordinary user (nobody), as on a laptop: bwrap then makes a user namespace itself."""
+    import pwd
+    import shutil
+    import tempfile
+
+    python = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not IS_ROOT or shutil.which("setpriv") is None or not python.exists():
+        pytest.skip(f"needs root, setpriv and {python} to act as an ordinary user; CI runs it as root")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    home = Path(tempfile.mkdtemp(prefix="pvc-nobody-"))  # pytest's own tmp_path is root's alone
+    os.chown(home, nobody, nobody)
+    try:
+        _grade_as(nobody, home, python)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _grade_as(nobody: int, home: Path, python: Path) -> None:
+    import site
+
+    as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PGVEC_GRADER_DATA_DIR": str(home / "grader"),
+           "PGVEC_CACHE_DIR": str(home / "cache"), "PGVEC_DATA_DIR": str(home / "pgdata")}
+    # Their own venv, seeing the course's installed packages (as `pip install` would have put them).
+    subprocess.run([*as_nobody, str(python), "-m", "venv", str(home / "venv")], env=env, check=True)
+    packages = [p for p in site.getsitepackages() if p.startswith(sys.prefix)][0]
+    (Path(home / "venv" / "lib" / python.name / "site-packages") / "course.pth").write_text(
+        f"import site; site.addsitedir({packages!r})\n")
+    grade = [str(home / "venv" / "bin" / "python"), "-m", "pgvec_course.cli", "grade",
+             str(SUBMISSIONS / "kb" / "correct.ipynb"), "--out", str(home / "out"), "--quiet"]
+    done = subprocess.run([*as_nobody, *grade], env=env, capture_output=True, text=True, timeout=600)
+    if "Permission denied" in done.stderr and "pgvec_course" in done.stderr:
+        pytest.skip(f"the repository is not readable by other users here: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((home / "out" / "correct.json").read_text())
+    assert (result["score"], result["status"], result["sandbox"]["isolation"]) == (10, "graded", "bubblewrap")
+    assert result["sandbox"]["limits"] == "rlimits per process; disk and CPU time watched by the grader"

@@ -101,6 +101,10 @@ def python_paths() -> list[Path]:
 
     paths = {Path(sys.prefix), Path(os.path.realpath(sys.base_prefix)), Path(sys.base_prefix),
              Path(pgvec_course.__file__).resolve().parent}
+    # Site folders outside the venv (a user site, one added by a .pth file), but never a plain
+    # sys.path entry: that is often the current folder, the repository itself.
+    paths |= {Path(p) for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and
+              Path(p).is_dir()}
     return sorted(p for p in paths if not _under(p, SYSTEM))
 
 
