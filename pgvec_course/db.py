@@ -19,6 +19,7 @@ MIN_PGVECTOR = (0, 8)
 # graph about 80 MB; the stock 64 MB makes the course's own exercise fail.
 SERVER_SETTINGS = {"maintenance_work_mem": "512MB"}
 
+_RETRIES = 20  # connection attempts, 0.5 s apart, while the built-in server restarts
 _logger = logging.getLogger(__name__)
 
 
@@ -70,12 +71,19 @@ def _server(*, start: bool = True, data_dir: Path | None = None):
 
 
 def _ensure_running(server, data_dir: Path) -> None:
+    from . import _postmaster
+
     for attempt in range(40):
         try:
             # The package's own lock makes two notebooks starting at once share one server.
             with server._lock:
                 server.ensure_pgdata_inited()
                 _close_socket(data_dir)
+                info = _pgserver().utils.PostmasterInfo.read_from_pgdata(server.pgdata)
+                if info is not None and not _postmaster.alive(info):
+                    # A crashed server's lock file: cleared once its old backends are gone.
+                    if not _postmaster.clear_stale_lock(server.pgdata, info):
+                        raise RuntimeError(f"the crashed server's processes (pid {info.pid}) have not exited")
                 server.ensure_postgres_running()
             return
         except Exception as exc:  # noqa: BLE001 - retried, then reported below
@@ -143,21 +151,26 @@ def start_server() -> str:
 
 
 def stop_server() -> bool:
-    """Stop the built-in server; return False if it was not running."""
+    """Stop the built-in server, ending open sessions (a fast shutdown); return False if it was not up."""
+    from . import _postmaster
+
     server = _server(start=False)
     info = _pgserver().utils.PostmasterInfo.read_from_pgdata(server.pgdata)
-    if info is None or not info.is_running():
+    if not _postmaster.alive(info):
         return False
-    server._postmaster_info = info
-    server.stop()
+    if not _postmaster.fast_shutdown(info):
+        server._postmaster_info = info
+        server.stop()  # the package's own way: terminate, then kill
     _configured.discard(server.pgdata)
     return True
 
 
 def server_pid() -> int | None:
     """Return the built-in server's process id, or None when it is not running."""
+    from . import _postmaster
+
     info = _pgserver().utils.PostmasterInfo.read_from_pgdata(settings().data_dir.resolve())
-    return info.pid if info is not None and info.is_running() else None
+    return info.pid if _postmaster.alive(info) else None
 
 
 def database_url() -> str:
@@ -179,28 +192,38 @@ def connect(
     ignore later `SET enable_*` and index changes (benchmarks need it off).
     """
     from_env = url is None and settings().database_url is not None
-    url = url or database_url()
-    if dbname:
-        url = make_conninfo(url, dbname=dbname)
-    try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        reason = _short_reason(str(exc), url)
-        fix = (
-            "start it with 'docker compose up -d', or unset DATABASE_URL to use the built-in server"
-            if from_env
-            else "check the server is running ('pgvec-course db status')"
-        )
-        raise CourseDatabaseError(f"cannot reach Postgres at {redact(url)} ({reason}); {fix}") from None
+    # The built-in server may have stopped since the last call (`pgvec-course db stop`, a crash):
+    # database_url() starts it again, and one still shutting down or starting gets a few seconds.
+    tries = _RETRIES if url is None and not from_env else 1
+    for attempt in range(tries):
+        target = url or database_url()
+        if dbname:
+            target = make_conninfo(target, dbname=dbname)
+        try:
+            conn = psycopg.connect(target, autocommit=autocommit, connect_timeout=10)
+            break
+        except psycopg.OperationalError as exc:
+            if attempt + 1 == tries:
+                raise CourseDatabaseError(_unreachable(str(exc), target, from_env=from_env)) from None
+            time.sleep(0.5)
     if not prepare:
         conn.prepare_threshold = None
     try:
-        _ensure_vector(conn, url)
+        _ensure_vector(conn, target)
         register_vector(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _unreachable(message: str, url: str, *, from_env: bool) -> str:
+    fix = (
+        "start it with 'docker compose up -d', or unset DATABASE_URL to use the built-in server"
+        if from_env
+        else "check the server is running ('pgvec-course db status')"
+    )
+    return f"cannot reach Postgres at {redact(url)} ({_short_reason(message, url)}); {fix}"
 
 
 def _short_reason(message: str, url: str) -> str:
