@@ -6,9 +6,10 @@ import pytest
 
 from pgvec_course.bench import ground_truth, load_vectors, make_dataset, mean_recall, run_queries
 from pgvec_course.corpus import load_passages
+from pgvec_course.db import connect
 from pgvec_course.hybrid import hybrid_search
-from pgvec_course.index import create_index
-from pgvec_course.search import search
+from pgvec_course.index import create_index, drop_indexes, index_settings
+from pgvec_course.search import explain, search
 from pgvec_course.store import create_documents_table, insert_documents
 from pgvec_course.widgets import IndexTuner, SearchBox
 
@@ -30,7 +31,7 @@ def test_ef_search_slider_reruns_the_queries(conn, data):
     tuner = IndexTuner(conn, data, value=10)
     assert list(tuner.history) == [10]
     tuner.slider.value = 40  # what dragging the slider does: the observer calls update()
-    assert list(tuner.history) == [10, 40]
+    assert list(tuner.history) == [10, 40] and tuner.box.value == 40
     # HNSW search is deterministic for one graph: the widget's recall is what a plain run finds.
     assert [tuner.history[v][0] for v in (10, 40)] == [_recall(conn, data, ef_search=v) for v in (10, 40)]
     recall, p50, p95, used = tuner.history[40]
@@ -46,17 +47,78 @@ def test_ef_search_slider_reruns_the_queries(conn, data):
         )
         + "</tbody></table>"
     )
+    tuner.box.value = 25  # what typing in the box does: the slider follows, the queries run once
+    assert list(tuner.history) == [10, 40, 25] and tuner.slider.value == 25
+    assert tuner.output.value.startswith("<p><b>ef_search = 25</b>: recall@10 ")
 
 
-def test_probes_slider_shows_when_the_planner_skips_the_index(conn, data):
+def _planned(conn, data, **setting) -> bool:
+    with index_settings(conn, **setting):
+        query = "SELECT id FROM bench_vectors ORDER BY embedding <=> %s LIMIT %s"
+        return explain(conn, query, (data.queries[0], 10)).uses_index
+
+
+def test_probes_stop_where_the_planner_stops_using_the_index(conn, data):
     create_index(conn, "ivfflat", table="bench_vectors", lists=20)
     tuner = IndexTuner(conn, data, param="probes", value=1)
     assert "plan: bench_vectors_embedding_ivfflat_cosine_idx</p>" in tuner.output.value
-    tuner.slider.value = 20
+    top = tuner.slider.max
+    assert 1 < top < 20 and tuner.box.max == top
+    assert _planned(conn, data, probes=top) and not _planned(conn, data, probes=top + 1)
+    assert tuner.note.value == (
+        f"<p><i>probes from 1 to {top}: above {top} the planner expects an exact scan of the 2,000 rows "
+        "to be cheaper than bench_vectors_embedding_ivfflat_cosine_idx, so the recall there would be the "
+        "scan&#x27;s, not the index&#x27;s.</i></p>")
+    tuner.box.value = 50  # typed: clamped to the range, and the slider follows
+    assert (tuner.box.value, tuner.slider.value, list(tuner.history)) == (top, top, [1, top])
+
+
+def test_tuner_says_when_the_planner_skips_the_index(conn, data):
+    create_index(conn, "ivfflat", table="bench_vectors", lists=20)
+    tuner = IndexTuner(conn, data, param="probes", value=1)
+    conn.execute("SET enable_indexscan = off")  # as a learner experimenting in a cell below might
+    tuner.slider.value = 2
     head = tuner.output.value.split("<table>")[0]
-    assert head.startswith("<p><b>probes = 20</b>: recall@10 1.000, p50 ")
-    assert head.endswith("plan: seq scan <b style='color:#b00'>(the planner skipped the index)</b></p>")
-    assert tuner.history[20][0] == 1.0
+    assert head.startswith("<p><b>probes = 2</b>: recall@10 1.000, p50 ")
+    assert head.endswith("plan: seq scan <b style='color:#b00'>(the planner skipped the index: these are the "
+                         "exact scan's figures)</b></p>")
+    assert tuner.history[2][0] == 1.0
+
+
+def test_hnsw_range_fits_the_table_and_a_dropped_index_is_reported(conn):
+    data = make_dataset(5000, 384, kind="uniform", queries=20, seed=0)  # lesson 5's table, fewer queries
+    load_vectors(conn, data)
+    index = create_index(conn, "hnsw", table="bench_vectors").name
+    tuner = IndexTuner(conn, data, value=40)
+    top = tuner.slider.max
+    assert 40 < top < 1000
+    assert _planned(conn, data, ef_search=top) and not _planned(conn, data, ef_search=top + 1)
+    assert tuner.note.value.startswith(f"<p><i>ef_search from 1 to {top}: above {top} the planner expects an "
+                                       f"exact scan of the 5,000 rows to be cheaper than {index}")
+    drop_indexes(conn, "bench_vectors")
+    tuner.slider.value = 41
+    assert tuner.output.value == (
+        "<p style='color:#b00'><b>✘ bench_vectors has no HNSW index (any more?), so ef_search changes "
+        "nothing: every query is an exact scan</b>; build it again: CREATE INDEX ON bench_vectors USING hnsw "
+        "(embedding vector_cosine_ops)</p>")
+    assert list(tuner.history) == [40]
+
+
+def test_tuner_without_a_table_or_connection_says_what_to_do(conn, data):
+    tuner = IndexTuner(conn, data, table="no_such_table")
+    assert tuner.note.value == tuner.output.value == (
+        "<p style='color:#b00'><b>✘ table no_such_table does not exist</b>; load the data first: "
+        "pvc.load_vectors(conn, data, table=...)</p>")
+    create_index(conn, "hnsw", table="bench_vectors")
+    notebook = connect(conn.info.dsn)  # a connection of the widget's own, to close under it
+    path = conn.execute("SHOW search_path").fetchone()[0]
+    notebook.execute("SELECT set_config('search_path', %s, false)", (path,))
+    tuner = IndexTuner(notebook, data)
+    notebook.close()
+    tuner.slider.value = 41
+    assert tuner.output.value == (
+        "<p style='color:#b00'><b>✘ the connection to Postgres is closed or broken (did the server "
+        "restart?)</b>; run conn = pvc.connect(), then create this widget again with the new conn</p>")
 
 
 def test_tuner_refuses_an_unknown_setting(conn, data):
@@ -115,3 +177,20 @@ def test_saved_notebooks_show_the_latest_results_as_html(knowledge_base):
     assert bundle["text/html"] == box.output.value
     assert bundle["text/html"].startswith("<p>2 semantic results</p><table>")
     assert "application/vnd.jupyter.widget-view+json" in bundle  # a live kernel still draws the widget
+
+
+def test_search_box_shows_its_errors_and_the_fix(conn):
+    create_documents_table(conn, table="plain_docs")  # no tsv column
+    insert_documents(conn, load_passages()[:20], table="plain_docs", progress=False)
+    box = SearchBox(conn, table="plain_docs", k=3)
+    box.query.value = "SQLSTATE 23505"
+    assert box.output.value.startswith("<p>3 semantic results</p><table>")
+    box.mode.value = "keyword"  # the button a learner clicks
+    assert box.output.value == (
+        "<p style='color:#b00'><b>✘ table plain_docs has no tsv column for full-text search; recreate it "
+        "with create_documents_table(conn, fulltext=True, drop=True) and load the documents again</b></p>")
+    gone = SearchBox(conn, table="dropped_docs")
+    gone.query.value = "anything"
+    assert gone.output.value == (
+        "<p style='color:#b00'><b>✘ table dropped_docs does not exist</b>; create it first: "
+        "pvc.create_corpus_table(conn, &#x27;dropped_docs&#x27;, fulltext=True)</p>")
