@@ -5,22 +5,30 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8888
 JUPYTER_ARGS ?=
+LAB_ROOT ?= $(CURDIR)
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root)
+# JupyterLab's news and update checks fetch from the internet and pop up over lesson 1: off,
+# in the server (LAB_ARGS) and in the settings of this venv's JupyterLab (LAB_SETTINGS).
+LAB_ARGS := --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
 .PHONY: start test setup lint clean-db generate validate
 
-start: $(STAMP)
+start: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/pgvec-course db start
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lessons \
-		--port=$(PORT) $(ROOT_ARG) $(JUPYTER_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(LAB_ROOT)" --LabApp.default_url=/lab/tree/lessons \
+		--port=$(PORT) $(ROOT_ARG) $(LAB_ARGS) $(JUPYTER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pgvec-course doctor
 	$(BIN)/python -m pytest
 
-setup: $(STAMP)
+setup: $(STAMP) $(LAB_SETTINGS)
+
+$(LAB_SETTINGS): jupyter/overrides.json $(STAMP)
+	install -D -m 644 $< $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "pgvec-course needs Python 3.10 or newer; run: make PYTHON=python3.11 ...")'
