@@ -200,6 +200,19 @@ def test_nbval_markers_are_tags_not_comments(path):
     assert all(c.cell_type == "code" and c.outputs for c in tagged)
 
 
+# Reprs of objects a learner should never have to read: a psycopg cursor returned by the last
+# conn.execute(...) of a cell, and Decimal values (round in Python, or cast to float in SQL).
+NOISE = re.compile(r"<psycopg\.\w+ |Decimal\('")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_outputs_hold_no_raw_reprs(path):
+    nb = nbformat.read(path, as_version=4)
+    noisy = [n for n, c in enumerate(nb.cells, 1) for out in c.get("outputs", [])
+             if NOISE.search(str(out.get("data", {}).get("text/plain", "")) + str(out.get("text", "")))]
+    assert noisy == [], f"cells {noisy} show a cursor or Decimal repr"
+
+
 # pvc.check grades an exercise task, so the exercises are where it is used (every one of them).
 EXERCISE_HELPERS = {"check"}
 
