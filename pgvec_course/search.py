@@ -61,9 +61,10 @@ class Results(list):
         return f"Results ({len(self)} rows, by {self.value})\n{self}"
 
     def _repr_html_(self) -> str:
-        # Jupyter right-aligns table cells by default, which makes prose hard to read.
-        left = ' style="text-align:left"'
-        aligns = ("", left, left, "", left)
+        # Jupyter right-aligns table cells by default, which makes prose hard to read; inside a
+        # widget (SearchBox) no notebook style applies at all, so the cells carry their own padding.
+        left, right = ' style="text-align:left;padding:2px 8px"', ' style="text-align:right;padding:2px 8px"'
+        aligns = (right, left, left, right, left)
         head = "".join(f"<th{a}>{h}</th>" for a, h in zip(aligns, ("id", "title", "category", self.value,
                                                                        "content"), strict=True))
         cells = ("".join(f"<td{a}>{html.escape(cell)}</td>" for a, cell in zip(aligns, row, strict=True))

@@ -79,8 +79,9 @@ def test_results_render_as_text_and_html():
     assert str(results).splitlines()[1].startswith("3   Soup & <bread>  cooking   0.1235    x x x")
     assert repr(results).startswith("Results (1 rows, by distance)\nid")
     html = results._repr_html_()
-    assert '<td style="text-align:left">Soup &amp; &lt;bread&gt;</td>' in html and "<th>distance</th>" in html
-    assert "<td>0.1235</td>" in html  # numbers keep Jupyter's right alignment
+    left, right = 'style="text-align:left;padding:2px 8px"', 'style="text-align:right;padding:2px 8px"'
+    assert f'<td {left}>Soup &amp; &lt;bread&gt;</td>' in html and f"<th {right}>distance</th>" in html
+    assert f"<td {right}>0.1235</td>" in html  # numbers right-aligned, text left, padded even in a widget
     assert html.count("<tr>") == 2
     assert str(Results([], value="score")) == "(no results)"
 
