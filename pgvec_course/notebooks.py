@@ -37,6 +37,8 @@ CHECK_OUTPUT = "nbval-check-output"  # the tag; nbval also reads the comment "# 
 _NBVAL_MARKER = re.compile(r"^\s*#\s*(NBVAL_(?:CHECK_OUTPUT|IGNORE_OUTPUT|RAISES_EXCEPTION|SKIP))\s*$")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 _MARKER = re.compile(r"^# %%(?:\s*\[(markdown|md)\])?\s*$")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+_PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+ \[")  # tqdm's "desc:  42%|####  | 5/12 [00:01<...]"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -68,6 +70,24 @@ def tag_markers(nb: nbformat.NotebookNode) -> int:
         cell.source = "\n".join(line for line in lines if not _NBVAL_MARKER.match(line)).strip("\n")
         moved += len(markers)
     return moved
+
+
+def drop_progress_bars(nb: nbformat.NotebookNode) -> int:
+    """Remove progress bars (tqdm widgets) from the outputs; return how many were removed.
+
+    A saved bar shows the text it had when it appeared (often 0%), not how it ended, so a reader
+    of the saved notebook would see a wait that never finished; the results follow it anyway.
+    """
+    dropped = 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs", [])
+        kept = [out for out in outputs if not (
+            out.get("output_type") == "display_data" and _WIDGET in out.get("data", {})
+            and _PROGRESS.search(_text(out["data"].get("text/plain", ""))))]  # fmt: skip
+        if len(kept) != len(outputs):
+            dropped += len(outputs) - len(kept)
+            cell.outputs = kept
+    return dropped
 
 
 def stamp_of(nb: nbformat.NotebookNode) -> str | None:
@@ -138,6 +158,7 @@ def run(path: str | Path, *, timeout: int = 300) -> float:
         number, what = errors[0]
         raise NotebookError(f"{path}: cell {number} raised {what}\n    {_head(nb, number)}\n"
                             "notebook not saved; fix the cell and run it again")
+    drop_progress_bars(nb)
     nb.metadata.setdefault("pgvec_course", {})["source_hash"] = source_hash(nb)
     nbformat.write(nb, path)
     return time.perf_counter() - started

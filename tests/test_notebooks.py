@@ -300,6 +300,20 @@ def test_nbval_comment_markers_become_cell_tags():
     assert notebooks.tag_markers(nb) == 0  # nothing left to move
 
 
+def test_run_drops_finished_progress_bars(tmp_path, capsys):
+    path = tmp_path / "bar.ipynb"
+    source = "# %%\nfrom tqdm.auto import tqdm\nfor i in tqdm(range(3), desc='steps'):\n    i\nprint('done')"
+    nbformat.write(notebooks.build(source), path)
+    assert _tool(capsys, "run", str(path))[0] == 0
+    assert [out.output_type for out in nbformat.read(path, as_version=4).cells[0].outputs] == ["stream"]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lessons_keep_no_frozen_progress_bar(path):
+    nb = nbformat.read(path, as_version=4)
+    assert notebooks.drop_progress_bars(nb) == 0, "run the lesson with the notebook tool again"
+
+
 def test_the_stamp_covers_cell_types_and_sources_but_not_outputs():
     nb = notebooks.build("# %%\nx = 1\n# %% [markdown]\nx = 1")
     stamp = notebooks.source_hash(nb)
