@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from . import db
+from . import db, server
 from .config import settings
 
 GREEN, RED, YELLOW, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[0m"
@@ -23,15 +23,20 @@ def _mark(ok: bool | None) -> str:
 
 def cmd_db(args: argparse.Namespace) -> int:
     external = settings().database_url
-    if external and args.action in ("start", "stop"):
-        print(f"DATABASE_URL is set ({db.redact(external)}): that server is not managed here; "
-              "unset DATABASE_URL to use the built-in server", file=sys.stderr)
-        return 1
     if args.action == "start":
+        if external:
+            # The server DATABASE_URL names is run by Docker or a provider; just check it answers.
+            db.connect().close()
+            print(f"using DATABASE_URL ({db.redact(external)}): the built-in server is not started")
+            return 0
         db.start_server()
         print(f"built-in Postgres running (pid {db.server_pid()}), data in {settings().data_dir}")
     elif args.action == "stop":
-        print("stopped" if db.stop_server() else "the built-in server was not running")
+        stopped = db.stop_server()
+        print("built-in server stopped" if stopped else "the built-in server was not running")
+        if external:
+            print(f"DATABASE_URL's server ({db.redact(external)}) is not managed here: "
+                  "stop it where it runs ('docker compose down' for docker-compose.yml)")
     elif args.action == "status":
         if external:
             print(f"using DATABASE_URL: {db.redact(external)}")
@@ -43,7 +48,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(db.database_url())
     elif args.action == "psql":
         psql = db.psql_path() or "psql"
-        return subprocess.call([str(psql), db.database_url(), *args.extra])
+        url, password = db.split_password(db.database_url())
+        # The password travels in the environment, not on psql's command line where ps shows it.
+        env = dict(os.environ, PGPASSWORD=password) if password else None
+        return subprocess.call([str(psql), url, *args.extra], env=env)
     return 0
 
 
@@ -58,10 +66,7 @@ def doctor() -> list[tuple[bool | None, str]]:
         except importlib.metadata.PackageNotFoundError:
             checks.append((False, f"{dist} is missing: run 'make setup' (or pip install -e .)"))
     try:
-        with db.connect() as conn:
-            where = db.redact(settings().database_url) if settings().database_url else "built-in server"
-            checks.append((True, f"Postgres {db.server_version(conn)} reachable ({where})"))
-            checks.append((True, f"pgvector {db.pgvector_version(conn)}"))
+        checks.extend(server.report(server.inspect()))
     except db.CourseDatabaseError as exc:
         checks.append((False, str(exc)))
     try:
@@ -88,7 +93,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = doctor()
     for ok, line in checks:
         print(f"{_mark(ok)} {line}")
-    return 1 if any(ok is False for ok in checks) else 0
+    return 1 if any(ok is False for ok, _ in checks) else 0
 
 
 # Instructors' commands live with the grading code; each module defines add_parser(subparsers).

@@ -38,6 +38,13 @@ def redact(url: str) -> str:
     return f"{where}/{info.get('dbname') or info.get('user') or ''}".rstrip("/")
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """Return the connection string without its password, and the password (None if it has none)."""
+    info = conninfo_to_dict(url)
+    password = info.pop("password", None)
+    return (make_conninfo("", **info) if password is not None else url), password
+
+
 # -- the built-in server ---------------------------------------------------------
 
 

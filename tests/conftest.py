@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,34 +20,103 @@ os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("OPENAI_BASE_URL", None)
 os.environ["PGVEC_EMBEDDER"] = "local"
 
-from pgvec_course import db  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from pgvec_course import db, server  # noqa: E402
 
 # One database per test run, so two runs on one server (two terminals, two engineers) never
 # drop each other's tables.
 TEST_DB = f"pgvec_test_{os.getpid()}"
+_NOTES: list[str] = []  # shown at the end of the run: where tests ran instead, and why
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A database of the tests' own, or a schema of their own when the role cannot have one."""
+
+    url: str  # search_path names the schema when there is one
+    database: str
+    schema: str | None
 
 
 @pytest.fixture(scope="session")
-def test_db_url():
-    """A freshly created database for this test run, on the course's server; dropped afterwards."""
-    with db.connect() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {TEST_DB}")
-    yield db.database_url()
-    with db.connect() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+def make_database():
+    """Return a function that makes a Scratch with pgvector in it, all dropped when the run ends.
+
+    On a server where new databases get no pgvector (a managed role; see the README) the
+    scratch is a schema in the course database, reached through a URL that sets search_path.
+    """
+    made: list[Scratch] = []
+
+    def make(name: str) -> Scratch:
+        server.drop_database(name)
+        try:
+            scratch = Scratch(server.create_database(name), name, None)
+        except db.CourseDatabaseError as exc:
+            course = db.database_url()
+            with db.connect(course) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+            scratch = Scratch(make_conninfo(course, options=f"-c search_path={name},public"),
+                              conninfo_to_dict(course)["dbname"], name)
+            note = f"scratch databases are schemas in {scratch.database}: {exc}"
+            if note not in _NOTES:
+                _NOTES.append(note)
+        made.append(scratch)
+        return scratch
+
+    yield make
+    for scratch in made:
+        if scratch.schema is None:
+            server.drop_database(scratch.database)
+        else:
+            with db.connect() as conn:
+                drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(scratch.schema))
+                conn.execute(drop)
+
+
+@pytest.fixture(scope="session")
+def test_db_url(make_database):
+    """The URL of this test run's own database (or schema), dropped afterwards."""
+    return make_database(TEST_DB).url
 
 
 @pytest.fixture
 def conn(test_db_url):
     """A connection whose search_path starts with a schema of this test's own."""
     schema = "t_" + uuid.uuid4().hex[:12]
-    with db.connect(test_db_url, dbname=TEST_DB) as c:
+    with db.connect(test_db_url) as c:
         c.execute(f"CREATE SCHEMA {schema}")
         c.execute(f"SET search_path = {schema}, public")
         yield c
         c.rollback()
         c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def compose_server():
+    """A second server like docker-compose.yml's: PostgreSQL 18, role `course` a superuser, a password."""
+    import servers
+
+    cluster = servers.start("compose")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def managed_server():
+    """A second server like a managed one: PostgreSQL 16, role `learner` no superuser, 64 MB for builds."""
+    import servers
+
+    cluster = servers.start("managed")
+    yield cluster
+    cluster.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    for note in _NOTES:
+        terminalreporter.write_line(f"note: {note}")
 
 
 @pytest.fixture

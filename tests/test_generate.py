@@ -9,9 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from pgvec_course import cli, db
+from pgvec_course import cli
 from pgvec_course.grading.generate import MarkerError, generate, strip_solution, student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,15 +105,9 @@ def test_cells_marked_hidden_in_metadata_are_dropped():
 
 
 @pytest.fixture(scope="module")
-def exercise_db_url():
+def exercise_db_url(make_database):
     """A fresh database of this run's own, so no table left by the solution notebooks answers a check."""
-    name = f"pgvec_exercises_{os.getpid()}"
-    with db.connect() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    yield make_conninfo(db.database_url(), dbname=name)
-    with db.connect() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return make_database(f"pgvec_exercises_{os.getpid()}").url
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)

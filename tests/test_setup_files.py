@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -58,33 +64,47 @@ def test_every_cli_command_is_documented():
         assert f"pgvec-course {name}" in readme, f"README does not mention 'pgvec-course {name}'"
 
 
-def test_make_start_serves_jupyterlab_on_lessons(tmp_path):
-    import os
-    import signal
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
+def _make_start(tmp_path, env: dict) -> tuple[int | None, str, str]:
+    """Run `make start` on a free port until JupyterLab answers; return its status, page and output."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), PGVEC_DATA_DIR=os.environ.get(
-        "PGVEC_DATA_DIR", str(ROOT / ".pgdata-test")))
     proc = subprocess.Popen(
         ["make", "-s", "start", f"PORT={port}", "JUPYTER_ARGS=--no-browser --IdentityProvider.token="],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=ROOT, env=dict(env, JUPYTER_RUNTIME_DIR=str(tmp_path)), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    status, body = None, ""
     try:
-        status, body = None, ""
         for _ in range(120):
+            if proc.poll() is not None:
+                break
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab/tree/lessons", timeout=2) as r:
                     status, body = r.status, r.read().decode()
                 break
             except OSError:
                 time.sleep(0.5)
-        assert status == 200
-        assert "JupyterLab" in body
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    return status, body, output
+
+
+def test_make_start_serves_jupyterlab_on_lessons(tmp_path):
+    env = dict(os.environ, PGVEC_DATA_DIR=os.environ.get("PGVEC_DATA_DIR", str(ROOT / ".pgdata-test")))
+    status, body, output = _make_start(tmp_path, env)
+    assert status == 200, output
+    assert "JupyterLab" in body
+
+
+def test_make_start_with_database_url_uses_that_server(tmp_path, compose_server):
+    # The README's compose instructions: DATABASE_URL exported, then make start.
+    env = dict(os.environ, DATABASE_URL=compose_server.url, PGVEC_DATA_DIR=str(tmp_path / "unused"))
+    status, body, output = _make_start(tmp_path, env)
+    assert status == 200, output
+    assert "JupyterLab" in body
+    assert f"using DATABASE_URL (127.0.0.1:{compose_server.port}/pgvec_course): the built-in server is " \
+           "not started\n" in output
+    assert not (tmp_path / "unused" / "PG_VERSION").exists()
+    assert compose_server.passwords["course"] not in output

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from .. import db
+from .. import db, server
 from .data import KINDS, corpus_dataset, make_dataset
 from .runner import EF_SEARCH, PROBES, default_configs, run_benchmark
 
@@ -22,15 +21,16 @@ BENCH_DB = "pgvec_bench"  # its own database, so a learner's documents table is 
 
 def connect_bench() -> psycopg.Connection:
     """Connect to the benchmark database (created on first use) with prepared statements off."""
-    try:
-        with db.connect() as admin:
-            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    except psycopg.errors.InsufficientPrivilege:
-        # A shared server may not let us create databases: its own table in the course database is enough.
-        return db.connect(prepare=False)
-    except psycopg.errors.DuplicateDatabase:
-        pass  # created by another run a moment ago
+    with db.connect() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone()
+    if not exists:
+        try:
+            server.create_database(BENCH_DB)
+        except db.CourseDatabaseError:
+            # A shared server may not give us a database with pgvector: the course database will do.
+            return db.connect(prepare=False)
+        except psycopg.errors.DuplicateDatabase:
+            pass  # created by another run a moment ago
     return db.connect(dbname=BENCH_DB, prepare=False)
 
 
