@@ -12,8 +12,22 @@ ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # in the server (LAB_ARGS) and in the settings of this venv's JupyterLab (LAB_SETTINGS).
 LAB_ARGS := --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+# After the main run, `make test` runs the tests that talk to Postgres again against two more
+# servers started from the wheel's binaries (tests/servers.py), on a TCP port with a password:
+# one like docker-compose.yml's (a superuser), one like a managed service's (no superuser).
+# `make test SERVERS=` leaves them out.
+SERVERS ?= compose managed
+# The compose-like server differs from the built-in one in its role, TCP and passwords: the tests
+# that touch those. The managed-like one (PostgreSQL 16, no superuser): every test on Postgres and
+# the notebooks. The grader runs servers of its own, whatever DATABASE_URL says: only its scoring
+# (test_checks, test_culprits) reads the learner's database.
+TESTS_compose := tests/test_db.py tests/test_search.py tests/test_corpus_table.py tests/test_bench.py \
+	tests/test_checks.py tests/test_culprits.py tests/test_generate.py
+TESTS_managed := tests/test_db.py tests/test_search.py tests/test_hybrid.py tests/test_store.py \
+	tests/test_index.py tests/test_corpus_table.py tests/test_checks.py tests/test_culprits.py \
+	tests/test_bench.py tests/test_generate.py lessons solutions
 
-.PHONY: start test setup lint clean-db generate validate
+.PHONY: start test setup lint clean-db generate validate test-here
 
 start: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/pgvec-course db start
@@ -24,6 +38,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pgvec-course doctor
 	$(BIN)/python -m pytest
+	$(if $(SERVERS),$(MAKE) --no-print-directory $(SERVERS:%=test-on-%))
+
+# A second server of the kind named (compose or managed), the tests above against it, then gone.
+test-on-%: $(STAMP)
+	$(BIN)/python tests/servers.py $* -- $(MAKE) --no-print-directory test-here TESTS="$(TESTS_$*)"
+
+# The health check and the TESTS named, against the server DATABASE_URL names.
+test-here: $(STAMP)
+	$(BIN)/pgvec-course doctor
+	$(BIN)/python -m pytest -rs $(TESTS)
 
 setup: $(STAMP) $(LAB_SETTINGS)
 

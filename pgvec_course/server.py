@@ -119,17 +119,10 @@ def report(info: ServerInfo) -> list[tuple[bool | None, str]]:
         add((None, f"role {info.role} is not a superuser (it has {' and '.join(rights) or 'no CREATEDB'}): "
                    "the lessons and exercises work in its database"))
         if info.vector_in_new_databases:
-            add((True, "new databases get pgvector: tests and the grader get databases of their own"))
+            add((True, "new databases get pgvector: the tests and the benchmark get databases of their own"))
         else:
-            add((None, f"{info.why_not}: the tests use schemas in this database instead, and 'pgvec-course "
-                       "grade' cannot work here until an admin runs once, in database template1: "
-                       + TEMPLATE_FIX))
-        if info.createrole:
-            add((None, "grading here loses one limit: only superusers may set temp_file_limit, so a "
-                       "submission can fill the disk with temporary files until its statement timeout"))
-        else:
-            add((None, f"'pgvec-course grade' cannot use this server: role {info.role} may not create the "
-                       "submissions' roles (no CREATEROLE); unset DATABASE_URL to grade"))
+            add((None, f"{info.why_not}: the tests and 'pgvec-course bench' use this database instead; an "
+                       f"admin fixes that once, in database template1: {TEMPLATE_FIX}"))
     need, have = NEEDED_MAINTENANCE_MB, info.maintenance_work_mem_mb
     if have >= need:
         add((True, f"maintenance_work_mem {have} MB: enough for the course's index builds (up to {need} MB)"))

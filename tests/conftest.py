@@ -114,6 +114,30 @@ def managed_server():
     cluster.stop()
 
 
+@pytest.fixture
+def fresh_managed_server():
+    """A managed-like server of this test's own, to change as an admin would."""
+    import servers
+
+    cluster = servers.start("managed")
+    yield cluster
+    cluster.stop()
+
+
+# Tests that start servers of their own ignore DATABASE_URL: a second-server run leaves them out.
+_OWN_SERVERS = {"own_server", "compose_server", "managed_server", "fresh_managed_server",
+                "server_without_pgvector"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PGVEC_TEST_SERVER"):
+        return
+    keep = [item for item in items if not _OWN_SERVERS & set(getattr(item, "fixturenames", ()))]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
 def pytest_terminal_summary(terminalreporter):
     for note in _NOTES:
         terminalreporter.write_line(f"note: {note}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -33,6 +34,10 @@ KINDS = {
     "compose": (18, "course", "course", {"maintenance_work_mem": "512MB"}),
     "managed": (16, "learner", "cloudadmin", {}),
 }
+# Every CREATE/ALTER goes to the server's log, as on many managed services: a password sent in
+# plain text in one (CREATE ROLE ... PASSWORD) would land there. `leaks()` looks for them.
+LOG_SETTINGS = {"log_statement": "ddl"}
+_PLAIN_PASSWORD = re.compile(r"PASSWORD\s+'(?!SCRAM-SHA-256\$)", re.IGNORECASE)
 
 
 # What doctor tells a managed role with the stock 64 MB to run once (see the README).
@@ -82,6 +87,13 @@ class Cluster:
     def log(self) -> Path:
         return self.root / "log"
 
+    def leaks(self) -> list[int]:
+        """Return the numbers of the server log's lines that hold a password in plain text."""
+        secrets_ = list(self.passwords.values())
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return [n for n, line in enumerate(lines, 1)
+                if _PLAIN_PASSWORD.search(line) or any(secret in line for secret in secrets_)]
+
     def stop(self) -> None:
         """Stop the server and delete its data."""
         _run(self.major, "pg_ctl", "-w", "-D", str(self.root / "data"), "-m", "fast", "stop", check=False)
@@ -122,7 +134,8 @@ def start(kind: str, *, root: Path | None = None, tuned: bool = False) -> Cluste
          "--encoding=UTF8")
     pwfile.unlink()
     port = _free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {root}" + "".join(f" -c {k}={v}" for k, v in conf.items())
+    settings = {**LOG_SETTINGS, **conf}
+    options = f"-h 127.0.0.1 -p {port} -k {root}" + "".join(f" -c {k}={v}" for k, v in settings.items())
     _run(major, "pg_ctl", "-w", "-D", str(data), "-l", str(root / "log"), "-o", options, "start")
     cluster = Cluster(kind, root, port, major, login, admin, passwords)
     if kind == "managed":
@@ -140,11 +153,17 @@ def _set_up_managed(cluster: Cluster) -> None:
     # What a provider's console and an admin do once: a role that owns its database, and vector
     # created in that database (it is not a trusted extension, so the role cannot do it).
     with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+        verifier = scram_verifier(conn, cluster.login, cluster.passwords[cluster.login])
         conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-            psycopg.sql.Identifier(cluster.login), psycopg.sql.Literal(cluster.passwords[cluster.login])))
+            psycopg.sql.Identifier(cluster.login), psycopg.sql.Literal(verifier)))
         conn.execute(f"CREATE DATABASE {COURSE_DB} OWNER {cluster.login}")
     with psycopg.connect(cluster.role_url(cluster.admin, COURSE_DB), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
+
+
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """Return what CREATE ROLE ... PASSWORD may carry instead of the password: its SCRAM verifier."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
 def main(argv: list[str]) -> int:
@@ -154,11 +173,16 @@ def main(argv: list[str]) -> int:
         return 2
     cluster = start(argv[0], tuned=True)
     try:
-        # The admin's URL lets the grader's tests run the README's one-time admin SQL (template1).
-        env = dict(os.environ, DATABASE_URL=cluster.url, PGVEC_TEST_ADMIN_URL=cluster.admin_url)
+        env = dict(os.environ, DATABASE_URL=cluster.url, PGVEC_TEST_SERVER=argv[0])
         print(f"== {argv[0]}-like server: PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}, "
               f"role {cluster.login}", flush=True)
-        return subprocess.call(argv[2:], env=env)
+        code = subprocess.call(argv[2:], env=env)
+        leaks = cluster.leaks()
+        if leaks:
+            print(f"error: the {argv[0]}-like server's log holds a password in plain text, on lines {leaks}; "
+                  "send SCRAM verifiers instead (tests/servers.py: scram_verifier)", file=sys.stderr)
+            code = code or 1
+        return code
     finally:
         cluster.stop()
 

@@ -31,7 +31,9 @@ SETUP = textwrap.dedent("""
 
 def _url(conn) -> str:
     schema = conn.execute("SELECT current_schema()").fetchone()[0]
-    return make_conninfo(conn.info.dsn, options=f"-c search_path={schema},public")
+    # info.dsn leaves the password out; servers reached through DATABASE_URL may ask for one.
+    return make_conninfo(conn.info.dsn, password=conn.info.password,
+                         options=f"-c search_path={schema},public")
 
 
 def test_corpus_table_holds_every_passage_with_its_id_and_embedding(conn):

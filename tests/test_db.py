@@ -11,6 +11,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgvec_course import db, server
@@ -107,7 +108,9 @@ def test_role_that_cannot_create_the_extension_gets_told_why(test_db_url):
     with db.connect() as admin:
         admin.execute("DROP DATABASE IF EXISTS pgvec_noext WITH (FORCE)")
         admin.execute("DROP ROLE IF EXISTS pgvec_learner")
-        admin.execute("CREATE ROLE pgvec_learner LOGIN PASSWORD 'x'")
+        # A SCRAM verifier, not the password: a server that logs DDL must not log it.
+        verifier = admin.pgconn.encrypt_password(b"x", b"pgvec_learner", b"scram-sha-256").decode()
+        admin.execute(sql.SQL("CREATE ROLE pgvec_learner LOGIN PASSWORD {}").format(sql.Literal(verifier)))
         admin.execute("CREATE DATABASE pgvec_noext")
         # CREATE on the database, as its owner would have; a managed role cannot give a
         # database away (PostgreSQL 16 asks to be able to SET ROLE to the new owner).
