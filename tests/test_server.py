@@ -110,3 +110,24 @@ def test_doctor_fails_when_the_server_is_unreachable_and_keeps_the_password():
     assert "[FAIL] cannot reach Postgres at 127.0.0.1:1/pgvec_course (connection refused); start it with " \
            "'docker compose up -d', or unset DATABASE_URL to use the built-in server\n" in out.stdout
     assert "Pa55-not-shown" not in out.stdout + out.stderr
+
+
+def test_a_password_in_plain_text_is_caught_in_the_server_log(fresh_managed_server):
+    import time
+
+    import servers
+
+    cluster = fresh_managed_server  # it logs every CREATE and ALTER, as many managed services do
+    assert cluster.leaks() == []
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        verifier = servers.scram_verifier(conn, "careful", "s3cret-one")
+        conn.execute(psycopg.sql.SQL("CREATE ROLE careful PASSWORD {}").format(psycopg.sql.Literal(verifier)))
+        conn.execute("CREATE ROLE careless PASSWORD 's3cret-two'")
+    for _ in range(50):
+        if cluster.leaks():
+            break
+        time.sleep(0.1)
+    lines = cluster.log.read_text().splitlines()
+    assert [lines[n - 1].split("statement: ")[1] for n in cluster.leaks()] == [
+        "CREATE ROLE careless PASSWORD 's3cret-two'"]
+    assert "s3cret-one" not in cluster.log.read_text()
