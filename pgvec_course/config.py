@@ -21,6 +21,7 @@ class Settings:
     data_dir: Path
     grader_data_dir: Path
     cache_dir: Path
+    hidden_dir: Path | None
     openai_api_key: str | None
     openai_base_url: str | None
     embedder: str | None
@@ -36,6 +37,8 @@ def settings() -> Settings:
         # The autograder's own server: password-only, never the learner's trust-auth one.
         grader_data_dir=Path(env.get("PGVEC_GRADER_DATA_DIR") or HOME_DIR / ".pgdata-grader").expanduser(),
         cache_dir=Path(env.get("PGVEC_CACHE_DIR") or HOME_DIR / ".cache").expanduser(),
+        # The instructor's hidden tests (default: the repository's solutions/hidden/).
+        hidden_dir=Path(env["PGVEC_HIDDEN_DIR"]).expanduser() if env.get("PGVEC_HIDDEN_DIR") else None,
         openai_api_key=env.get("OPENAI_API_KEY") or None,
         openai_base_url=env.get("OPENAI_BASE_URL") or None,
         embedder=(env.get("PGVEC_EMBEDDER") or "").strip().lower() or None,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 
-from pgvec_course.grading import grader, runner
+from pgvec_course.grading import grader, hidden, runner
 from pgvec_course.grading.culprits import bound_at_top_level, globals_read, later_cell_that_broke
 from pgvec_course.questions import get_exercise
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFINE = """def exact_top_k(query, k=10):
     cur.execute("SELECT id FROM bench_items ORDER BY embedding <=> %s LIMIT %s", (query, k))
     rows = cur.fetchall()
@@ -43,7 +46,10 @@ def test_the_later_cell_that_rebinds_a_global_is_named():
 def test_scoring_keeps_the_better_of_the_early_and_the_final_probe(test_db_url):
     exercise = get_exercise("02_index_benchmark")
     question = exercise.question("bench.recall")
-    right = {"calls": [{"value": v} for v in (1.0, 0.75, 0.0, 0.2, 0.0)]}
+    # The hidden recall_at_k inputs, answered right.
+    tests = hidden.load(exercise, ROOT / "solutions" / "hidden")
+    right = {"calls": [{"value": len(set(f[:k]) & set(t[:k])) / k}
+                       for f, t, k in tests.inputs["bench.recall"]]}
     closed = {"calls": [{"error": "InterfaceError: the cursor is closed"}] * 5}
     run = runner.Execution(
         probes={"bench.recall": runner.Probe(data=closed)},
@@ -52,7 +58,8 @@ def test_scoring_keeps_the_better_of_the_early_and_the_final_probe(test_db_url):
     nb = _notebook("cur = conn.cursor()", "def recall_at_k(found, truth, k):\n    return cur.x\n", PROVIDED)
     sub = grader.Submission(learner="ada", path="ada.ipynb")
     single = type(exercise)(exercise.name, exercise.title, (question,), exercise.timeout)
-    grader._score(sub, single, run, test_db_url, nb=nb)
+    only_recall = hidden.HiddenTests(single, tests.inputs, tests.path, tests.source)
+    grader._score(sub, only_recall, run, test_db_url, nb=nb)
     [result] = sub.questions
     assert result["points"] == question.points
     assert result["feedback"].endswith(

@@ -62,10 +62,10 @@ def test_exercises_hold_no_solution_hidden_cell_or_output(path):
     text = nbformat.writes(nb)
     for marker in ("### BEGIN SOLUTION", "### END SOLUTION", "### HIDDEN", "BEGIN HIDDEN", "self_test"):
         assert marker not in text
-    assert nb.metadata["pgvec_course"] == {"exercise": path.stem, "generated": True}
-    assert nb.cells[0].source.startswith(
-        f"*Generated from `solutions/{path.name}` by `pgvec-course generate`"
-    )
+    assert nb.metadata["pgvec_course"] == {"exercise": path.stem, "generated": True,
+                                           "source": f"solutions/{path.name}"}
+    assert nb.cells[0].source == ("*This notebook is yours: replace each `# TODO` and `NotImplementedError` "
+                                  "with your code, and run the check cell after each task.*")
     assert nb.cells[2].source == "import pgvec_course as pvc\nconn = pvc.connect()"
     assert all(
         not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"
@@ -130,9 +130,29 @@ def test_generated_exercises_run_and_every_check_says_not_yet(path, exercise_db_
     ).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "the kernel stopped before the last cell"
+    # Run All in JupyterLab stops at the first error: an untouched exercise must have none.
+    errors = [(c.source[:60], o.get("ename")) for c in code for o in c.outputs if o.output_type == "error"]
+    assert errors == []
     checks = [c for c in code if c.source.startswith("pvc.check(")]
     assert checks
     for cell in checks:
         shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
         assert shown.startswith("✘ not yet "), (cell.source, shown)
         assert not any(o.output_type == "error" for o in cell.outputs)
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_provided_cells_after_learner_code_bind_no_names(path):
+    """A provided cell that rebinds a name (`with conn.cursor() as cur:`) can break a learner's function."""
+    import ast
+
+    from pgvec_course.grading.culprits import bound_at_top_level
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    first = next(n for n, source in enumerate(code) if "# TODO" in source or "NotImplementedError" in source)
+    for source in code[first:]:
+        if "# TODO" in source or "NotImplementedError" in source:
+            continue  # the learner's own cells
+        defined = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+        assert bound_at_top_level(source) <= defined, source

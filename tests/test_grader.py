@@ -21,40 +21,70 @@ from pgvec_course.grading import grader, report  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 
-# Knowledge base: kb.table is worth 4 (5 checks), kb.ask 6 (3 hidden questions).
+# Knowledge base fixtures (kb/): total, kb.table, kb.ask.
 EXPECTED = {
     "correct": (10, 4, 6),
     "correct-2": (10, 4, 6),  # the same notebook again: grading is reproducible
     "descending": (4, 4, 0),
-    "distance_threshold": (6, 4, 2),
-    "embeds_titles": (9.2, 3.2, 6),
-    "fixed_question": (4, 4, 0),
-    "l2_distance": (4, 4, 0),
-    "limit_5": (4, 4, 0),
+    "distance_threshold": (9.33, 4, 5.33),
+    "embeds_titles": (7.17, 2.5, 4.67),
+    "fixed_question": (4.33, 4, 0.33),
+    "l2_distance": (8, 4, 4),
+    "limit_5": (8.4, 4, 4.4),
     "never_ran_ask": (4, 4, 0),
-    "no_order_by": (4, 4, 0),
-    "only_30_passages": (8.4, 2.4, 6),
+    "no_order_by": (4.33, 4, 0.33),
+    "only_30_passages": (9.6, 3.6, 6),
+    "own_topic": (10, 4, 6),
+    "psycopg2_no_commit": (9, 3, 6),
+    "psycopg2_tutorial": (10, 4, 6),
     "returns_dicts": (4, 4, 0),
     "returns_ids_only": (4, 4, 0),
-    "same_vector_everywhere": (8.4, 2.4, 6),
+    "same_vector_everywhere": (4.86, 2.53, 2.33),
     "similarity_not_distance": (4, 4, 0),
+    "similarity_right_ids": (8, 4, 4),
     "wrong_dimension": (0, 0, 0),
 }
+# Issue 12's kinds of problem: what it is, the score before (today's grader, measured on the same
+# learner code in the templates of the time), the score now, and the range a fair instructor gives.
+FAIR = {
+    # too harsh
+    "global_cursor": ("a provided cell closed the cursor exact_top_k uses", 7, 10, (10, 10)),
+    "l2_distance": ("the right passages, as L2 distances", 4, 8, (7, 9)),
+    "similarity_right_ids": ("the right passages, as similarities", 4, 8, (7, 9)),
+    "rrf_zero_based": ("RRF with 0-based ranks", 9, 11.5, (10.5, 12.5)),
+    "eval_precision_not_recall": ("precision computed for recall@5", 10, 11.5, (10.5, 12)),
+    "psycopg2_no_commit": ("psycopg2, never committed", 0, 9, (6, 9)),
+    "own_topic": ("passages on a topic of the learner's choice", 9.2, 10, (10, 10)),
+    "psycopg2_tutorial": ("the tutorial's psycopg2 style", 10, 10, (10, 10)),
+    # too lenient
+    "same_vector_everywhere": ("one vector stored in every row", 8.4, 4.86, (2, 5.5)),
+    "embeds_titles": ("titles embedded instead of content", 9.2, 7.17, (5, 8)),
+    "only_79_passages": ("79 of the 276 passages exercise 3 needs", 12.5, 6.64, (5, 9)),
+    "typed_in_results": ("sweep typed in, no index built", 10, 7.5, (6.5, 7.5)),
+    "indexscan_off_leaks": ("SET enable_indexscan = off leaked into the sweep", 10, 7.5, (6.5, 7.5)),
+    "positional_recall": ("recall computed position by position", 9.2, 6.7, (5, 8)),
+    "weighted_all_passages": ("a blend over every passage, not the 2k nearest", 13, 12.67, (11.5, 12.8)),
+}
 FEEDBACK = {
-    "descending": "distances are descending: nearest first means ascending order (did you add DESC?)",
+    "descending": "these are the farthest passages: nearest first means ascending distance (did you add "
+                  "DESC?)",
     "l2_distance": "these look like L2 distances (<->), not cosine distances (<=>)",
     "limit_5": "expected 3 results, got 5: did you forget LIMIT?",
-    "similarity_not_distance": "these look like cosine similarities (1 - distance), not cosine distances",
+    "similarity_not_distance": "these are the farthest passages: ordering by a similarity (1 - distance) "
+                               "puts the "
+                               "least similar first",
+    "similarity_right_ids": "these look like cosine similarities (1 - distance), not cosine distances",
     "never_ran_ask": "not yet: ask() still raises NotImplementedError; replace the placeholder",
 }
 
 
 @pytest.fixture(scope="module")
-def kb_grades(tmp_path_factory) -> Path:
-    """Grade every knowledge-base fixture (and `correct` twice) through the CLI, two at a time."""
+def grades(tmp_path_factory) -> Path:
+    """Grade every scoring fixture (and `correct` twice) through the CLI, two at a time."""
     out = tmp_path_factory.mktemp("grades")
-    code = cli.main(["grade", str(SUBMISSIONS / "kb"), str(SUBMISSIONS / "kb" / "correct.ipynb"),
-                     "--jobs", "2", "--out", str(out), "--timeout", "120", "--gradescope", "--quiet"])
+    folders = [str(SUBMISSIONS / name) for name in ("kb", "bench", "hybrid")]
+    code = cli.main(["grade", *folders, str(SUBMISSIONS / "kb" / "correct.ipynb"), "--jobs", "2",
+                     "--out", str(out), "--gradescope", "--quiet"])
     assert code == 0
     return out
 
@@ -63,58 +93,110 @@ def _result(out: Path, learner: str) -> dict:
     return json.loads((out / f"{learner}.json").read_text())
 
 
-def test_fixture_scores_are_exact(kb_grades):
-    with open(kb_grades / "grades.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    got = {r["learner"]: (float(r["score"]), r["max"], r["status"], r["exercise"]) for r in rows}
-    assert got == {name: (total, "10", "graded", "01_knowledge_base")
-                   for name, (total, _, _) in EXPECTED.items()}
+def _parts(out: Path, learner: str, question: str) -> dict[str, tuple[float, str | None]]:
+    q = next(q for q in _result(out, learner)["questions"] if q["id"] == question)
+    return {p["name"]: (p["points"], p["hint"]) for p in q["parts"]}
+
+
+def test_fixture_scores_are_exact(grades):
+    with open(grades / "grades.csv", newline="") as f:
+        rows = {r["learner"]: r for r in csv.DictReader(f)}
+    assert {name: (float(rows[name]["score"]), rows[name]["status"]) for name in EXPECTED} == \
+        {name: (total, "graded") for name, (total, _, _) in EXPECTED.items()}
     for name, (_, table, ask) in EXPECTED.items():
-        questions = _result(kb_grades, name)["questions"]
+        questions = _result(grades, name)["questions"]
         assert [(q["id"], q["points"]) for q in questions] == [("kb.table", table), ("kb.ask", ask)], name
 
 
-def test_feedback_names_the_mistake(kb_grades):
+def test_each_kind_of_problem_gets_what_a_fair_instructor_gives(grades):
+    with open(grades / "grades.csv", newline="") as f:
+        scores = {r["learner"]: float(r["score"]) for r in csv.DictReader(f)}
+    assert {name: scores[name] for name in FAIR} == {name: after for name, (_, _, after, _) in FAIR.items()}
+    outside = [name for name, (_, _, after, (low, high)) in FAIR.items() if not low <= after <= high]
+    assert outside == []
+
+
+def test_feedback_names_the_mistake(grades):
     for name, text in FEEDBACK.items():
-        ask = _result(kb_grades, name)["questions"][1]
+        ask = _result(grades, name)["questions"][1]
         assert ask["passed"] is False
         assert ask["feedback"].startswith(text), (name, ask["feedback"])
-    table = _result(kb_grades, "only_30_passages")["questions"][0]
-    assert table["feedback"] == "kb_passages has 30 rows; load at least 50 passages (3 of 5 inputs passed)"
+    table = _result(grades, "only_30_passages")["questions"][0]
+    assert table["feedback"] == "kb_passages has 30 rows; load at least 50 passages"
 
 
-def test_same_submission_twice_gets_the_same_grade(kb_grades):
-    first, second = _result(kb_grades, "correct"), _result(kb_grades, "correct-2")
+def test_feedback_names_the_real_cause(grades):
+    assert _parts(grades, "psycopg2_no_commit", "kb.table")["committed"] == (0.0, (
+        "the rows were never committed (the grader committed them to check the rest): psycopg2 (or psycopg "
+        "without autocommit) opens a transaction for you; call pg.commit() after inserting"))
+    sweep = _parts(grades, "typed_in_results", "bench.sweep")
+    assert sweep["ivfflat"] == (0.0, "there is no ivfflat index (cosine) on bench_items to re-measure your "
+                                     "ivfflat rows on: keep the indexes you measured (typed-in figures "
+                                     "cannot be "
+                                     "checked)")
+    assert sweep["exact"] == (0.5, None)
+    leak = _parts(grades, "indexscan_off_leaks", "bench.sweep")["ivfflat"][1]
+    assert leak.startswith("at probes=5 you report recall 1.000, but your ivfflat index gives ")
+    assert "A SET without LOCAL (enable_indexscan = off, for one) lasts for the whole session" in leak
+    positional = _parts(grades, "positional_recall", "bench.sweep")["hnsw"][1]
+    assert "is recall computed on sets of ids in the top k (not position by position)?" in positional
+    assert _parts(grades, "rrf_zero_based", "hybrid.rrf") == {
+        "ranking": (2.5, None),
+        "scores": (0.0, "the scores match 0-based ranks: the best row of each leg has rank 1 (0 of 4 inputs "
+                        "passed)")}
+    assert _parts(grades, "eval_precision_not_recall", "hybrid.eval")["recall@5"][1].endswith(
+        "recall@5 divides the relevant passages found by the number of relevant passages (not by 5, which is "
+        "precision)")
+    assert _parts(grades, "weighted_all_passages", "hybrid.weighted")["ranking"][1].endswith(
+        "is not among the 2 * k passages nearest by cosine distance, the tutorial blend's only candidates: "
+        "look for text matches among those only (2 of 5 inputs passed)")
+    missing = _parts(grades, "only_79_passages", "hybrid.table")["passages"][1]
+    assert missing.startswith("kb_passages holds 79 of the 276 corpus passages under their own id")
+
+
+def test_same_submission_twice_gets_the_same_grade(grades):
+    first, second = _result(grades, "correct"), _result(grades, "correct-2")
     for key in ("score", "status", "reproducibility"):
         assert first[key] == second[key]
-    assert [(q["points"], q["feedback"]) for q in first["questions"]] == \
-        [(q["points"], q["feedback"]) for q in second["questions"]]
+    assert [(q["points"], q["feedback"], q["parts"]) for q in first["questions"]] == \
+        [(q["points"], q["feedback"], q["parts"]) for q in second["questions"]]
 
 
-def test_json_records_how_it_was_graded(kb_grades):
-    result = _result(kb_grades, "correct")
-    from pgvec_course.questions import get_exercise, tests_hash
+def test_json_records_how_it_was_graded(grades):
+    result = _result(grades, "correct")
+    from pgvec_course.grading import hidden
+    from pgvec_course.questions import get_exercise
 
+    tests = hidden.load(get_exercise("01_knowledge_base"), ROOT / "solutions" / "hidden")
     assert result["reproducibility"] == {
         "postgres": "18.4", "pgvector": "0.8.5", "embedder": "all-MiniLM-L6-v2 (384 dims)",
-        "package": "0.1.0", "tests_hash": tests_hash(get_exercise("01_knowledge_base"))}
+        "package": "0.1.0", "tests_hash": tests.tests_hash}
     assert set(result["timings"]) == {"execute", "score", "total"}
     assert result["execution"]["cells_run"] == 4  # the two pvc.check cells were skipped
     assert [q["seconds"] >= 0 for q in result["questions"]] == [True, True]
 
 
-def test_markdown_and_gradescope_files(kb_grades):
-    md = (kb_grades / "l2_distance.md").read_text()
-    assert md.startswith("# 01_knowledge_base: l2_distance\n\n**Score: 4 / 10** (graded)\n")
-    assert "- ✘ **ask(question): the 3 nearest passages** (`kb.ask`): 0 / 6. these look like L2" in md
-    gs = json.loads((kb_grades / "l2_distance.results.json").read_text())
-    assert gs["score"] == 4.0
+def test_markdown_and_gradescope_files_show_the_rubric(grades):
+    md = (grades / "l2_distance.md").read_text()
+    assert md.startswith("# 01_knowledge_base: l2_distance\n\n**Score: 8 / 10** (graded)\n")
+    assert ("- ✘ **ask(question): the 3 nearest passages** (`kb.ask`): 4 / 6. these look like L2 distances "
+            "(<->), "
+            "not cosine distances (<=>) (0 of 4 inputs passed)\n"
+            "  - ✔ nearest 4 / 4: the 3 passages nearest to the question, by exact search over the content's "
+            "embeddings\n"
+            "  - ✘ distances 0 / 2: each with its cosine distance (<=>), nearest first\n") in md
+    gs = json.loads((grades / "l2_distance.results.json").read_text())
+    assert gs["score"] == 8.0
     assert [(t["name"], t["score"], t["max_score"], t["status"]) for t in gs["tests"]] == [
-        ("kb.table: kb_passages: passages with embeddings", 4.0, 4, "passed"),
-        ("kb.ask: ask(question): the 3 nearest passages", 0.0, 6, "failed")]
+        ("kb.table: kb_passages: your passages with embeddings", 4.0, 4, "passed"),
+        ("kb.ask: ask(question): the 3 nearest passages", 4.0, 6, "failed")]
+    assert gs["tests"][1]["output"].splitlines()[1:] == [
+        "✔ nearest 4 / 4: the 3 passages nearest to the question, by exact search over the content's "
+        "embeddings",
+        "✘ distances 0 / 2: each with its cosine distance (<=>), nearest first"]
 
 
-def test_nothing_outlives_the_batch(kb_grades):
+def test_nothing_outlives_the_batch(grades):
     import psutil
 
     from pgvec_course.grading import workspace
@@ -154,7 +236,7 @@ def test_validate_flags_a_solution_that_loses_points(tmp_path):
         shutil.copy(SUBMISSIONS / "kb" / f"{source}.ipynb", tmp_path / folder / f"{name}.ipynb")
     checked = {sub.learner: problem for sub, problem in grader.validate(root=tmp_path, jobs=2)}
     assert checked["solution-01_kb"] == ""
-    assert checked["solution-01_kb_l2"].startswith("scored 4, expected 10 (kb.ask: these look like L2")
+    assert checked["solution-01_kb_l2"].startswith("scored 8, expected 10 (kb.ask: these look like L2")
     # An exercise must score zero: this one keeps the table code, so it does not.
     assert checked["exercise-01_kb"].startswith("scored 4, expected 0 (kb.table: 60 passages")
 

@@ -48,7 +48,7 @@ EXPECTED = {
     "infinite_loop": ("graded", 10, "the 3 nearest passages"),
     "locks_grader_out": ("graded", 0, "could not connect to the submission's database after it ran"),
     "memory_hog": ("graded", 10, "the 3 nearest passages"),
-    "monkeypatch": ("graded", 4, "these look like L2 distances"),
+    "monkeypatch": ("graded", 8, "these look like L2 distances"),  # the right passages: most of ask's points
     "not_json": ("not_gradable", 0, None),
     "os_exit": ("kernel_died", 10, "the 3 nearest passages"),
     "pg_sleep": ("graded", 10, "the 3 nearest passages"),

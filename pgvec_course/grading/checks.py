@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from ..questions.scoring import safe_score
+from ..questions.scoring import blocked, safe_score
 from ..questions.spec import RESULT_NAME, Context, Outcome, find_question
 
 
@@ -33,12 +33,12 @@ def check(question_id: str, *objs: Any, **names: Any) -> Outcome:
         wanted = ", ".join(question.needs) or "keyword arguments only"
         return Outcome(question.id, 0.0, question.points, False,
                        f"pvc.check({question_id!r}, ...) takes {wanted}; got {len(objs)} objects")
-    namespace: dict[str, Any] = dict(zip(question.needs, objs, strict=False))
+    # A copy of the notebook's variables (where the check was called), with the objects passed in
+    # on top: the probe finds what you did not pass, and writes nothing into your notebook.
+    namespace: dict[str, Any] = dict(sys._getframe(1).f_globals)
+    namespace.update(zip(question.needs, objs, strict=False))
     namespace.update(names)
-    # Names not passed are looked up where the check was called: the notebook's own variables.
-    caller = sys._getframe(1).f_globals
-    namespace.update({n: caller[n] for n in question.needs if n not in namespace and n in caller})
-    conn = namespace.get("conn")
+    conn = names.get("conn")
     own = not isinstance(conn, psycopg.Connection)
     try:
         if own:
@@ -48,35 +48,37 @@ def check(question_id: str, *objs: Any, **names: Any) -> Outcome:
         from ..embed import get_embedder
 
         ctx = Context(conn=conn, embedder=get_embedder(quiet=True))
-        exec(compile(question.probe(False), f"<check {question_id}>", "exec"), namespace)  # noqa: S102
+        probe = question.probe(question.public)
+        exec(compile(probe, f"<check {question_id}>", "exec"), namespace)  # noqa: S102
         # A JSON round trip so that inline checks see exactly what the autograder would.
         data = json.loads(json.dumps(namespace.get(RESULT_NAME), default=str))
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()
-        return safe_score(question.id, question.points, lambda: question.score(data, ctx, False))
+        return safe_score(question, lambda: question.score(data, ctx, question.public))
     except Exception as exc:  # noqa: BLE001 - never raise into the learner's face
-        return Outcome(question.id, 0.0, question.points, False, f"could not run the check: {exc}")
+        return blocked(question, f"could not run the check: {exc}")
     finally:
         if own and isinstance(conn, psycopg.Connection):
             conn.close()
 
 
-
-def self_test(exercise_name: str, namespace: dict[str, Any]) -> list[Outcome]:
+def self_test(exercise_name: str, namespace: dict[str, Any], *, hidden: str | None = None) -> list[Outcome]:
     """Score every question of an exercise on public and hidden inputs; raise unless all pass."""
     from ..db import connect
     from ..embed import get_embedder
     from ..questions.spec import get_exercise
+    from . import hidden as hidden_tests
 
     exercise = get_exercise(exercise_name)
+    tests = hidden_tests.load(exercise, hidden)
     outcomes = []
     with connect() as conn:
         ctx = Context(conn=conn, embedder=get_embedder(quiet=True))
-        for hidden in (False, True):
+        for inputs in ({q.id: q.public for q in exercise.questions}, tests.inputs):
             for q in exercise.questions:
-                exec(compile(q.probe(hidden), f"<probe {q.id}>", "exec"), namespace)  # noqa: S102
+                exec(compile(q.probe(inputs[q.id]), f"<probe {q.id}>", "exec"), namespace)  # noqa: S102
                 data = json.loads(json.dumps(namespace.pop(RESULT_NAME, None), default=str))
-                outcomes.append(safe_score(q.id, q.points, lambda q=q, d=data, h=hidden: q.score(d, ctx, h)))
+                outcomes.append(safe_score(q, lambda q=q, d=data, i=inputs[q.id]: q.score(d, ctx, i)))
     failed = [str(o) for o in outcomes if not o.passed]
     if failed:
         raise AssertionError("not every question passes:\n" + "\n".join(failed))

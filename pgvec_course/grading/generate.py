@@ -69,10 +69,11 @@ def student_notebook(master: nbformat.NotebookNode, master_path: str) -> nbforma
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = copy.deepcopy(master.metadata.get("kernelspec", {}))
     nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["pgvec_course"] = {"exercise": name, "generated": True}
+    # Where it came from is for instructors: metadata, not the first line a learner reads.
+    nb.metadata["pgvec_course"] = {"exercise": name, "generated": True, "source": master_path}
     header = nbformat.v4.new_markdown_cell(
-        f"*Generated from `{master_path}` by `pgvec-course generate`: do not edit this copy in the course "
-        "repository (edit the master and regenerate). Learners: this notebook is yours to fill in.*")
+        "*This notebook is yours: replace each `# TODO` and `NotImplementedError` with your code, and run "
+        "the check cell after each task.*")
     header.id = "generated-header"
     nb.cells.append(header)
     for number, cell in enumerate(master.cells, start=1):

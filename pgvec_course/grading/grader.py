@@ -17,8 +17,9 @@ import nbformat
 
 from .. import __version__, db
 from ..config import HOME_DIR, settings
-from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise, tests_hash
-from . import culprits, databases, limits, report, runner, sandbox, workspace
+from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise
+from ..questions.scoring import blocked
+from . import culprits, databases, hidden, limits, report, runner, sandbox, workspace
 
 # Environment variables a trusted (unsandboxed) kernel never inherits: API keys, other databases.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
@@ -36,6 +37,7 @@ class Options:
     cell_timeout: int | None = None
     caps: limits.Caps = field(default_factory=limits.Caps)
     sandboxed: bool = True
+    hidden: Path | None = None  # folder of the hidden tests (default: hidden.default_folder())
 
 
 @dataclass
@@ -150,12 +152,17 @@ def grade_one(learner: str, path: Path, options: Options, seed: Path | None = No
     if loaded is None:
         return sub
     nb, exercise = loaded
+    try:
+        tests = hidden.load(exercise, options.hidden)
+    except hidden.HiddenTestsError as exc:
+        sub.status, sub.reason = "error", str(exc)
+        return sub
     timeout = options.timeout or exercise.timeout
     cell_timeout = min(options.cell_timeout or timeout, timeout)
     try:
         with workspace.workspace(caps=options.caps, sandboxed=options.sandboxed) as ws:
             try:
-                _run_and_score(sub, nb, exercise, ws, seed, timeout=timeout, cell_timeout=cell_timeout)
+                _run_and_score(sub, nb, tests, ws, seed, timeout=timeout, cell_timeout=cell_timeout)
             finally:
                 ws.kill()
             sub.sandbox = _sandbox_report(ws)
@@ -165,8 +172,9 @@ def grade_one(learner: str, path: Path, options: Options, seed: Path | None = No
     return sub
 
 
-def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, exercise: Exercise, ws: workspace.Workspace,
-                   seed: Path | None, *, timeout: int, cell_timeout: int) -> None:
+def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.HiddenTests,
+                   ws: workspace.Workspace, seed: Path | None, *, timeout: int, cell_timeout: int) -> None:
+    exercise = tests.exercise
     folder = ws.kernel_dir
     if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
         (folder / ".cache").mkdir()
@@ -183,7 +191,7 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, exercise: Exercis
         kernel = runner.Kernel(folder=folder, env=env, uid=ws.kernel_uid, log=ws.root / "kernel.log",
                                wrap=lambda argv: ws.wrap(argv, layout))
         # Hidden inputs are in the probes, which run only after the learner's cells that they need.
-        probes = {q.id: q.probe(True) for q in exercise.questions}
+        probes = tests.probes()
         needs = {q.id: q.needs for q in exercise.questions}
         def stop() -> None:  # over a cap: end the kernel and its queries, keep the database to score
             ws.kill_kernel()
@@ -193,7 +201,7 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, exercise: Exercis
             run = runner.execute(nb, probes=probes, kernel=kernel, cell_timeout=cell_timeout,
                                  notebook_timeout=timeout, needs=needs)
         scored = time.monotonic()
-        _score(sub, exercise, run, server.grader_url(statement_timeout=cell_timeout), nb=nb)
+        _score(sub, tests, run, server.grader_url(statement_timeout=cell_timeout), nb=nb)
         sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
     usage = ws.cgroup.usage() if ws.cgroup else {}
     if ws.stopped:
@@ -218,12 +226,19 @@ def _sandbox_report(ws: workspace.Workspace) -> dict[str, Any]:
     }
 
 
-def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str,
-           nb: nbformat.NotebookNode | None = None) -> None:
+def reference_embedder():
+    """Return the embedder scorers compare with: local, cached in a file only the grader writes."""
+    from .._embed_cache import CachedEmbedder
     from ..embed import get_embedder
 
-    # Uncached: a submission's kernel can write to the shared embedding cache, the grader never reads it.
-    embedder = get_embedder("local", cache=False, quiet=True)
+    return CachedEmbedder(get_embedder("local", cache=False, quiet=True),
+                          path=settings().cache_dir / "grader-reference.sqlite")
+
+
+def _score(sub: Submission, tests: hidden.HiddenTests, run: runner.Execution, url: str,
+           nb: nbformat.NotebookNode | None = None) -> None:
+    exercise = tests.exercise
+    embedder = reference_embedder()
     sub.status = "graded" if run.status == "ok" else run.status
     sub.reason = run.detail
     sub.execution = {k: v for k, v in asdict(run).items() if k not in ("probes", "early")}
@@ -231,22 +246,22 @@ def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str,
         conn = db.connect(url)
     except db.CourseDatabaseError as exc:  # the notebook changed its role's password, for one
         sub.reason = f"could not connect to the submission's database after it ran: {exc}"
-        sub.questions = [dict(id=q.id, title=q.title, points=0.0, max_points=q.points, passed=False,
-                              feedback=sub.reason, seconds=0.0) for q in exercise.questions]
+        sub.questions = [_question_record(q, blocked(q, sub.reason), None) for q in exercise.questions]
         return
     with conn:
         sub.reproducibility = {
             "postgres": db.server_version(conn), "pgvector": db.pgvector_version(conn),
             "embedder": f"{embedder.name} ({embedder.dim} dims)", "package": __version__,
-            "tests_hash": tests_hash(exercise),
+            "tests_hash": tests.tests_hash,
         }
         ctx = Context(conn, embedder)
         for q in exercise.questions:
+            inputs = tests.inputs[q.id]
             probe = run.probes.get(q.id)
-            outcome = _score_probe(q, probe, run, ctx)
+            outcome = _score_probe(q, inputs, probe, run, ctx)
             early = run.early.get(q.id)
             if early is not None and early.after_cell:
-                first = _score_probe(q, early, run, ctx)
+                first = _score_probe(q, inputs, early, run, ctx)
                 if first.points > outcome.points:
                     # The function was right where it was defined; a later cell broke it.
                     broke = culprits.later_cell_that_broke(nb, early.after_cell, q.needs) if nb is not None \
@@ -254,28 +269,29 @@ def _score(sub: Submission, exercise: Exercise, run: runner.Execution, url: str,
                     outcome = replace(first, feedback=(
                         f"{first.feedback} (scored right after cell {early.after_cell}, where it is "
                         f"defined; at the end of the notebook it scored {outcome.points:g}: {broke})"))
-            points = max(0.0, min(float(outcome.points), q.points))
-            sub.questions.append({"id": q.id, "title": q.title, "points": points, "max_points": q.points,
-                                  "passed": bool(outcome.passed), "feedback": outcome.feedback,
-                                  "seconds": round(probe.seconds, 2) if probe else 0.0})
+            sub.questions.append(_question_record(q, outcome, probe))
     sub.score = round(sum(q["points"] for q in sub.questions), 2)
 
 
-def _score_probe(q, probe: runner.Probe | None, run: runner.Execution, ctx: Context) -> Outcome:
+def _question_record(q, outcome: Outcome, probe: runner.Probe | None) -> dict[str, Any]:
+    return {"id": q.id, "title": q.title, "points": max(0.0, min(float(outcome.points), q.points)),
+            "max_points": q.points, "passed": bool(outcome.passed), "feedback": outcome.feedback,
+            "parts": [{"name": p.name, "points": p.points, "max_points": p.max_points, "text": p.text,
+                       "hint": p.hint} for p in outcome.parts],
+            "seconds": round(probe.seconds, 2) if probe else 0.0}
+
+
+def _score_probe(q, inputs: Any, probe: runner.Probe | None, run: runner.Execution, ctx: Context) -> Outcome:
     # Without data from the kernel (it died or hung) a question may still be scored on what the
     # database holds; anything that needs the learner's functions fails.
     error = probe.error if probe else (run.detail or "the notebook stopped before this question")
     data = probe.data if probe and probe.error is None else {"error": error}
-    outcome = _safe(q, data, ctx)
+    try:
+        outcome = q.score(data, ctx, inputs)
+    except Exception as exc:  # noqa: BLE001 - scorers should not raise; if one does, say so
+        outcome = blocked(q, f"could not score: {type(exc).__name__}: {exc}")
     ctx.conn.rollback()
     return outcome
-
-
-def _safe(q, data: Any, ctx: Context) -> Outcome:
-    try:
-        return q.score(data, ctx, True)
-    except Exception as exc:  # noqa: BLE001 - scorers should not raise; if one does, say so
-        return Outcome(q.id, 0.0, q.points, False, f"could not score: {type(exc).__name__}: {exc}")
 
 
 def prepare(options: Options) -> Path:
@@ -320,7 +336,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
               "work you trust, pass --trust-submissions", file=sys.stderr)
         return 2
     options = Options(exercise=args.exercise, timeout=args.timeout, cell_timeout=args.cell_timeout, caps=caps,
-                      sandboxed=not args.trust_submissions)
+                      sandboxed=not args.trust_submissions, hidden=Path(args.hidden) if args.hidden else None)
     out = Path(args.out)
     try:
         book = report.Gradebook(out, learners=[learner for learner, _ in subs], gradescope=args.gradescope)
@@ -339,16 +355,22 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def validate(
-    *, root: Path = HOME_DIR, jobs: int = 2, out: Path | None = None
+    *, root: Path = HOME_DIR, jobs: int = 2, out: Path | None = None, hidden_dir: Path | None = None
 ) -> list[tuple[Submission, str]]:
-    """Grade the solution masters and generated exercises; return (result, problem or '') pairs."""
+    """Grade the solution masters and generated exercises; return (result, problem or '') pairs.
+
+    Hidden tests come from `hidden_dir`, else the root's solutions/hidden/ when it has one.
+    """
     solutions = sorted((root / "solutions").glob("*.ipynb"))
     exercises = sorted((root / "exercises").glob("*.ipynb"))
     if not solutions:
         raise FileNotFoundError(f"no solution notebooks in {root / 'solutions'}")
     subs = [(f"solution-{p.stem}", p) for p in solutions] + [(f"exercise-{p.stem}", p) for p in exercises]
     # The course's own notebooks: sandboxed where this machine can, trusted where it cannot.
-    results = grade_batch(subs, options=Options(sandboxed=sandbox.support().ok), jobs=jobs, progress=False)
+    if hidden_dir is None and (root / hidden.FOLDER).is_dir():
+        hidden_dir = root / hidden.FOLDER
+    options = Options(sandboxed=sandbox.support().ok, hidden=hidden_dir)
+    results = grade_batch(subs, options=options, jobs=jobs, progress=False)
     if out is not None:
         report.write_all(results, out)
     checked = []
@@ -366,7 +388,8 @@ def validate(
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        checked = validate(root=Path(args.root), jobs=args.jobs, out=Path(args.out) if args.out else None)
+        checked = validate(root=Path(args.root), jobs=args.jobs, out=Path(args.out) if args.out else None,
+                           hidden_dir=Path(args.hidden) if args.hidden else None)
     except FileNotFoundError as exc:
         print(f"error: {exc}; run it from the course repository or pass --root", file=sys.stderr)
         return 1
@@ -394,11 +417,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disk", default="2G", help="cap on a submission's database and files (default 2G)")
     p.add_argument("--trust-submissions", action="store_true",
                    help="grade without the sandbox (no bubblewrap here): only for notebooks you trust")
+    p.add_argument("--hidden", metavar="DIR", help="folder of the hidden tests (default: solutions/hidden/ "
+                   "of the course repository, or $PGVEC_HIDDEN_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_grade)
     v = sub.add_parser("validate", help="check solutions get full marks and exercises zero")
     v.add_argument("--root", default=str(HOME_DIR), help="folder holding solutions/ and exercises/")
     v.add_argument("--jobs", type=int, default=2)
     v.add_argument("--out", help="also write the reports here")
+    v.add_argument("--hidden", metavar="DIR",
+                   help="folder of the hidden tests (default: ROOT/solutions/hidden/)")
     v.set_defaults(func=cmd_validate)
 

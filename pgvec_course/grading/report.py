@@ -144,6 +144,7 @@ def feedback(sub: Submission) -> str:
         mark = "✔" if q["passed"] else "✘"
         lines.append(f"- {mark} **{q['title']}** (`{q['id']}`): {q['points']:g} / {q['max_points']:g}. "
                      f"{q['feedback']}")
+        lines += [f"  - {line}" for line in rubric_lines(q)]
     errors = sub.execution.get("errors") or []
     if errors:
         lines += ["", "Cells that raised an error while grading:", ""]
@@ -155,10 +156,17 @@ def feedback(sub: Submission) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rubric_lines(question: dict) -> list[str]:
+    """Return one line per rubric part of a graded question: mark, name, points, what it is for."""
+    return [f"{'✘' if p['hint'] else '✔'} {p['name']} {p['points']:g} / {p['max_points']:g}: {p['text']}"
+            for p in question.get("parts", [])]
+
+
 def gradescope_results(sub: Submission) -> dict:
     """Return Gradescope's results.json content for one submission."""
     tests = [{"name": f"{q['id']}: {q['title']}", "score": q["points"], "max_score": q["max_points"],
-              "status": "passed" if q["passed"] else "failed", "output": q["feedback"]}
+              "status": "passed" if q["passed"] else "failed",
+              "output": "\n".join([q["feedback"], *rubric_lines(q)])}
              for q in sub.questions]
     result = {"score": sub.score, "tests": tests, "execution_time": sub.timings.get("total", 0)}
     if sub.status != "graded":

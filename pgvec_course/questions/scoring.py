@@ -1,8 +1,7 @@
-"""The helpers the exercises' questions are built from: probes, reading answers back, scoring.
+"""Scoring helpers: read a probe's answers back, explain what is wrong, add up a rubric's parts.
 
-A probe is Python source run in the learner's namespace; it stores plain JSON-able data in
-`__pvc_result__`. Scorers turn that data into an `Outcome`, comparing it with references computed
-from the database at scoring time.
+A scorer judges each input on each part of the question's rubric and returns, per input, a dict
+part name -> (share of the part earned, hint or None). `score_parts` averages those into points.
 """
 
 from __future__ import annotations
@@ -12,58 +11,60 @@ from typing import Any
 
 import psycopg
 
-from .spec import RESULT_NAME, Outcome
+from .spec import Outcome, PartScore, Question
 
-# Source run in the learner's namespace. Self-contained (no package import) so that a notebook
-# which patches pgvec_course cannot change what is read back; output is plain JSON-able data.
-_PROBE = '''
-def __pvc_probe():
-    def plain(x, depth=0):
-        if depth > 6:
-            return {"__type__": type(x).__name__}
-        if x is None or isinstance(x, (bool, int, float, str)):
-            return x
-        if type(x).__name__ == "Decimal":  # numeric columns: a number all the same
-            return float(x)
-        if hasattr(x, "tolist") and hasattr(x, "dtype"):
-            return plain(x.tolist(), depth + 1)
-        if isinstance(x, (list, tuple)):
-            return [plain(v, depth + 1) for v in list(x)[:200]]
-        if isinstance(x, dict):
-            return {str(k): plain(v, depth + 1) for k, v in list(x.items())[:200]}
-        return {"__type__": type(x).__name__, "repr": repr(x)[:200]}
-
-    def error(e):
-        return {"error": (type(e).__name__ + ": " + str(e))[:500]}
-%(setup)s
-    target = globals().get(%(target)r)
-    if target is None:
-        return {"missing": %(target)r}
-    if not %(call)r:
-        return {"value": plain(target)}
-    if not callable(target):
-        return {"not_callable": type(target).__name__}
-    calls = []
-    for make_args in [%(calls)s]:
-        try:
-            calls.append({"value": plain(target(*make_args()))})
-        except Exception as e:
-            calls.append(error(e))
-    return {"calls": calls}
-
-try:
-    %(result)s = __pvc_probe()
-except Exception as e:
-    %(result)s = {"error": (type(e).__name__ + ": " + str(e))[:500]}
-del __pvc_probe
-'''
+PartResults = dict[str, tuple[float, str | None]]
 
 
-def build_probe(target: str, arg_sources: Sequence[str] = (), *, call: bool = True, setup: str = "") -> str:
-    """Return probe source that calls `target(<args>)` for each argument source, or reads a variable."""
-    calls = ", ".join(f"lambda: ({a},)" for a in arg_sources)
-    setup = "\n".join("    " + line for line in setup.strip().splitlines())
-    return _PROBE % {"target": target, "call": call, "calls": calls, "setup": setup, "result": RESULT_NAME}
+def full(*names: str) -> PartResults:
+    """Return a result giving every named part all of its points."""
+    return {name: (1.0, None) for name in names}
+
+
+def score_parts(question: Question, results: Sequence[PartResults], ok_text: str) -> Outcome:
+    """Turn per-input part results into an Outcome: each part earns its points times its mean share."""
+    if not results:
+        return blocked(question, "nothing was checked")
+    parts = []
+    for part in question.rubric:
+        shares = [min(1.0, max(0.0, r.get(part.name, (0.0, "not checked"))[0])) for r in results]
+        hints = [r.get(part.name, (0.0, "not checked"))[1] for r in results]
+        hints = [h or "not right for every input" if s < 1 - 1e-9 else None
+                 for s, h in zip(shares, hints, strict=True)]
+        failing = [h for h in hints if h]
+        hint = None
+        if failing:
+            passed = len(results) - len(failing)
+            hint = failing[0] + (f" ({passed} of {len(results)} inputs passed)" if len(results) > 1 else "")
+        parts.append(PartScore(part.name, round(part.points * sum(shares) / len(shares), 2), part.points,
+                               part.text, hint))
+    return _outcome(question, parts, ok_text)
+
+
+def blocked(question: Question, hint: str, *, keep: PartResults | None = None) -> Outcome:
+    """Return an Outcome where every part (but those in `keep`) fails for the same reason."""
+    keep = keep or {}
+    parts = [PartScore(p.name, round(p.points * keep[p.name][0], 2), p.points, p.text, keep[p.name][1])
+             if p.name in keep else PartScore(p.name, 0.0, p.points, p.text, hint) for p in question.rubric]
+    return _outcome(question, parts, "")
+
+
+def _outcome(question: Question, parts: list[PartScore], ok_text: str) -> Outcome:
+    failing = [p for p in parts if not p.passed]
+    points = round(sum(p.points for p in parts), 2)
+    return Outcome(question.id, points, question.points, not failing, failing[0].hint if failing else ok_text,
+                   tuple(parts))
+
+
+def safe_score(question: Question, scorer: Callable[[], Outcome]) -> Outcome:
+    """Run a scorer, turning an unexpected exception into a failed Outcome (scoring never raises)."""
+    try:
+        return scorer()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return blocked(question, f"the database answered: {first}")
+    except Exception as exc:  # noqa: BLE001 - a check explains, it does not crash
+        return blocked(question, f"could not check: {type(exc).__name__}: {exc}")
 
 
 def call_problem(data: Any, name: str) -> str | None:
@@ -82,21 +83,25 @@ def call_problem(data: Any, name: str) -> str | None:
 def not_started(data: Any, name: str) -> str | None:
     """Return the placeholder hint when every call still raised NotImplementedError, else None."""
     calls = data.get("calls") if isinstance(data, dict) else None
-    if calls and all(c.get("error", "").startswith("NotImplementedError") for c in calls):
+    if calls and all(str(c.get("error", "")).startswith("NotImplementedError") for c in calls):
         return error_feedback(name, calls[0]["error"])
     return None
 
 
 def error_feedback(name: str, err: str) -> str:
     """Explain an exception the learner's function raised."""
+    first = err.splitlines()[0] if err else "an error"
     if err.startswith("NotImplementedError"):
         return f"not yet: {name}() still raises NotImplementedError; replace the placeholder with your code"
     if err.startswith(("UndefinedTable", "UndefinedColumn")) or "does not exist" in err:
-        return f"{name}() raised {err.splitlines()[0]}: run the cells that create the table first"
+        return f"{name}() raised {first}: run the cells that create the table first"
     if "current transaction is aborted" in err:
-        return (f"{name}() raised {err.splitlines()[0]}: an earlier statement failed on this connection; "
+        return (f"{name}() raised {first}: an earlier statement failed on this connection; "
                 "run conn.rollback() and try again")
-    return f"{name}() raised {err.splitlines()[0]}"
+    if "cursor already closed" in err or "the cursor is closed" in err:
+        return (f"{name}() raised {first}: the cursor it uses was closed (a `with ... as cur:` block "
+                "closes its cursor when it ends); open a cursor inside the function")
+    return f"{name}() raised {first}"
 
 
 def as_pairs(value: Any, what: str) -> tuple[list[tuple[int, float]] | None, str | None]:
@@ -118,87 +123,23 @@ def as_pairs(value: Any, what: str) -> tuple[list[tuple[int, float]] | None, str
     return pairs, None
 
 
-def grade(question: str, max_points: float, results: Sequence[str | None], ok_text: str) -> Outcome:
-    """Turn per-input results (None = passed, else feedback) into an Outcome with partial credit."""
-    if not results:
-        return Outcome(question, 0.0, max_points, False, "nothing was checked")
-    failures = [r for r in results if r is not None]
-    points = round(max_points * (len(results) - len(failures)) / len(results), 2)
-    if not failures:
-        return Outcome(question, max_points, max_points, True, ok_text)
-    note = f" ({len(results) - len(failures)} of {len(results)} inputs passed)" if len(results) > 1 else ""
-    return Outcome(question, points, max_points, False, failures[0] + note)
+def share_found(got: Sequence[int], allowed: set[int], k: int) -> float:
+    """Return the share of `got` that is in `allowed` (the true top k, ties included), out of max(k, len)."""
+    right = len(set(got) & allowed)
+    return min(right, k) / max(k, len(got)) if k else 0.0
 
 
-def safe_score(question: str, max_points: float, scorer: Callable[[], Outcome]) -> Outcome:
-    """Run a scorer, turning an unexpected exception into a failed Outcome (scoring never raises)."""
-    try:
-        return scorer()
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Outcome(question, 0.0, max_points, False, f"the database answered: {first}")
-    except Exception as exc:  # noqa: BLE001 - a check explains, it does not crash
-        return Outcome(question, 0.0, max_points, False, f"could not check: {type(exc).__name__}: {exc}")
-
-
-def table_problem(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> str | None:
-    """Return what is missing from `table` (the table or some columns), or None."""
-    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
-        return f"there is no table {table}: run the cell that creates it"
-    have = {r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-        (table,))}
-    missing = [c for c in columns if c not in have]
-    if missing:
-        return f"{table} has no column {', '.join(missing)}; the contract at the top lists its columns"
-    return None
-
-
-def column_type(conn: psycopg.Connection, table: str, column: str) -> str:
-    """Return the SQL type of a column as Postgres spells it, for example 'vector(384)'."""
-    return conn.execute(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
-        "AND attname = %s", (table, column)).fetchone()[0]
-
-
-def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding") -> tuple[Any, Any]:
-    """Return (ids, matrix) of a table's non-null vectors, ordered by id, as numpy arrays."""
-    import numpy as np
-    from psycopg import sql
-
-    query = sql.SQL("SELECT id::int8, {} FROM {} WHERE {} IS NOT NULL ORDER BY id").format(
-        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column))
-    # Binary COPY parsed by numpy takes a quarter of a second for 10,000 x 1536 values, where
-    # building a pgvector.Vector per row takes several seconds.
-    buf = bytearray()
-    with conn.cursor() as cur, cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
-        for chunk in copy:
-            buf += chunk
-    body = bytes(buf[19:-2])  # 19-byte header, 2-byte trailer
-    if not body:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
-    dim = int.from_bytes(body[18:20], "big")
-    row = np.dtype([("fields", ">i2"), ("n1", ">i4"), ("id", ">i8"), ("n2", ">i4"), ("dim", ">i2"),
-                    ("unused", ">i2"), ("v", ">f4", (dim,))])
-    if len(body) % row.itemsize == 0:
-        rows = np.frombuffer(body, dtype=row)
-        if np.all(rows["dim"] == dim):
-            return rows["id"].astype(np.int64), rows["v"].astype(np.float64)
-    raise ValueError(f"the vectors in {table}.{column} do not all have the same dimension: "
-                     "declare the column with one, for example vector(384)")
-
-
-def cosine_distances(matrix: Any, query: Any) -> Any:
-    """Return the cosine distance of every row of `matrix` to `query`, in float64."""
-    import numpy as np
-
-    q = np.asarray(query, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
-    return 1.0 - (matrix @ q) / np.where(norms == 0, 1.0, norms)
-
-
-def ranked(ids: Any, keys: Any) -> Any:
-    """Return ids sorted by key ascending, ties broken by the smaller id."""
-    import numpy as np
-
-    return ids[np.lexsort((ids, keys))]
+def committed(data: Any) -> tuple[float, str | None]:
+    """Score the committed part of a table question from what the table probe saw."""
+    open_ = data.get("open", []) if isinstance(data, dict) else []
+    grading = isinstance(data, dict) and bool(data.get("grading"))
+    if not open_:
+        return 1.0, None
+    names = ", ".join(f"`{o['name']}`" for o in open_)
+    first = open_[0]["name"]
+    if any(o.get("failed") for o in open_):
+        return 0.0, (f"the transaction on {names} failed and was never committed: an earlier statement "
+                     f"raised an error; run {first}.rollback(), then your cells again, then {first}.commit()")
+    done = " (the grader committed them to check the rest)" if grading else ""
+    return 0.0, (f"the rows were never committed{done}: psycopg2 (or psycopg without autocommit) opens a "
+                 f"transaction for you; call {first}.commit() after inserting")

@@ -1,9 +1,12 @@
-"""What is graded: exercises, their questions and points, and the outcome of one question.
+"""What is graded: exercises, their questions and rubrics, and the outcome of one question.
 
 Shared by the inline checks (`pvc.check`) and the batch autograder (`pgvec-course grade`). A question
-is two functions: `probe(hidden)` returns Python source that runs in the learner's namespace after
-their code and stores plain JSON-able data in `__pvc_result__`; `score(data, ctx, hidden)` turns that
-data into an `Outcome` by comparing it with references computed at scoring time.
+is two functions and some data. `probe(inputs, grading=...)` returns Python source that runs in the
+learner's namespace after their code and stores plain JSON-able data in `__pvc_result__`;
+`score(data, ctx, inputs)` turns that data into an `Outcome`, part by part of the question's rubric,
+comparing it with references the scorer computes itself. The inputs are the question's `public`
+ones for inline checks; the grader's come from the hidden tests the instructor keeps
+(`solutions/hidden/`, see `pgvec_course.grading.hidden`), never from this package.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import html
 import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -25,47 +28,90 @@ RESULT_NAME = "__pvc_result__"
 
 
 @dataclass(frozen=True)
+class Part:
+    """One line of a question's rubric: `points` for what `text` says."""
+
+    name: str
+    points: float
+    text: str
+
+
+@dataclass(frozen=True)
+class PartScore:
+    """How one rubric part scored; `hint` says what is missing (None when it earned every point)."""
+
+    name: str
+    points: float
+    max_points: float
+    text: str
+    hint: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.hint is None
+
+
+@dataclass(frozen=True)
 class Outcome:
     question: str
     points: float
     max_points: float
     passed: bool
     feedback: str
+    parts: tuple[PartScore, ...] = ()
 
     def _hint(self) -> str:
         # Some hints open with "not yet:" for the grader's report; the mark already says it.
         return self.feedback.removeprefix("not yet: ")
 
+    def rubric_lines(self) -> list[str]:
+        """Return one line per rubric part: mark, name, points and what it is for."""
+        return [f"{'✔' if p.passed else '✘'} {p.name} {p.points:g}/{p.max_points:g}: {p.text}"
+                for p in self.parts]
+
     def __str__(self) -> str:
         mark = "✔ passed" if self.passed else "✘ not yet"
-        return f"{mark} {self.question} ({self.points:g}/{self.max_points:g} points): {self._hint()}"
+        head = f"{mark} {self.question} ({self.points:g}/{self.max_points:g} points): {self._hint()}"
+        return "\n".join([head, *("    " + line for line in self.rubric_lines())])
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(str(self))
 
     def _repr_html_(self) -> str:
         colour, mark = ("#1a7f37", "✔ passed") if self.passed else ("#b35900", "✘ not yet")
+        rows = "".join(f"<li>{html.escape(line)}</li>" for line in self.rubric_lines())
+        rubric = f'<ul style="margin:2px 0">{rows}</ul>' if rows else ""
         return (f'<div style="border-left:4px solid {colour};padding:2px 8px">'
                 f'<b style="color:{colour}">{mark}</b> <code>{html.escape(self.question)}</code> '
-                f"({self.points:g}/{self.max_points:g} points): {html.escape(self._hint())}</div>")
+                f"({self.points:g}/{self.max_points:g} points): {html.escape(self._hint())}{rubric}</div>")
 
 
 @dataclass(frozen=True)
 class Context:
     conn: psycopg.Connection  # to the database the learner's code used
-    embedder: Embedder
+    embedder: Embedder  # the reference embedder: what the learner's vectors must match
+    # References computed once per context (re-embedded rows, corpus vectors), shared by questions.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
 class Question:
     id: str
     title: str
-    points: float
-    probe: Callable[[bool], str]
-    score: Callable[[Any, Context, bool], Outcome]
-    # Names the probe reads from the learner's namespace (functions, tables' variables); the inline
-    # check binds positional arguments to them in this order.
+    rubric: tuple[Part, ...]
+    probe: Callable[..., str]
+    score: Callable[[Any, Context, Any], Outcome]
+    # Names the probe reads from the learner's namespace; the inline check binds positional
+    # arguments to them in this order.
     needs: tuple[str, ...] = ()
+    public: Any = None  # the inputs of the inline checks
+    # Typical mistakes the public or hidden inputs must tell apart from the reference
+    # (tests/test_inputs.py computes each one and asserts it gives a different answer).
+    mistakes: tuple[str, ...] = ()
+
+    @property
+    def points(self) -> float:
+        return sum(p.points for p in self.rubric)
 
 
 @dataclass(frozen=True)
@@ -136,13 +182,16 @@ def find_question(question_id: str) -> tuple[Exercise, Question]:
     raise KeyError(f"unknown question {question_id!r}; known: {known}")
 
 
-def tests_hash(exercise: Exercise) -> str:
-    """Return a short hash of everything that decides this exercise's scores."""
+def tests_hash(exercise: Exercise, hidden: bytes = b"") -> str:
+    """Return a short hash of everything that decides this exercise's scores, hidden tests included."""
     h = hashlib.sha256()
     modules = {inspect.getmodule(q.score) for q in exercise.questions} | {inspect.getmodule(Outcome)}
+    package = importlib.import_module(__package__)
+    modules |= {importlib.import_module(f"{__package__}.{name}") for name in package.SHARED}
     for module in sorted(modules, key=lambda m: m.__name__ if m else ""):
         if module is not None:
             h.update(inspect.getsource(module).encode())
     for q in exercise.questions:
-        h.update(f"{q.id}|{q.points}|{q.probe(True)}|{q.probe(False)}".encode())
+        h.update(f"{q.id}|{q.rubric}|{q.public!r}".encode())
+    h.update(hidden)
     return h.hexdigest()[:16]
