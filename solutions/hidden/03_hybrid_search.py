@@ -26,10 +26,11 @@ INPUTS = {
     "hybrid.table": None,
     # weighted_hybrid(query, k, semantic_weight): in the first two and the last, a passage outside
     # the semantic top 2k would win a blend over every passage.
-    "hybrid.weighted": (("shared_buffers", 4, 0.2), ("PEP 668", 5, 0.3), ("python GIL threads", 5, 0.3),
-                        ("ON CONFLICT upsert", 5, 0.6), ("SQLSTATE 40001", 5, 0.3)),
+    "hybrid.weighted": (("error SQLSTATE 40001", 5, 0.3), ("fix SQLSTATE 42883", 4, 0.2),
+                        ("python GIL threads", 5, 0.3), ("ON CONFLICT upsert", 5, 0.6),
+                        ("error SQLSTATE 23505", 5, 0.3)),
     # rrf_hybrid(query, k, rrf_k)
-    "hybrid.rrf": (("sourdough starter", 5, 60), ("kubernetes pod restarts", 3, 10), ("GELU", 4, 20),
-                   ("the planet closest to the sun", 5, 30)),
+    "hybrid.rrf": (("my sourdough starter", 5, 60), ("kubernetes pod restarts", 3, 10),
+                   ("what is GELU", 4, 20), ("the planet closest to the sun", 5, 30)),
     "hybrid.eval": reference_evaluation,
 }
