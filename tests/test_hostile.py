@@ -63,8 +63,9 @@ EXPECTED = {
     "forges_post_run_cell": ("graded", 4, NOT_YET),
     "forges_pre_run_cell": ("graded", 4, NOT_YET),
     "forges_stdout": ("graded", 4, NOT_YET),
-    # A patched exec slips forged data past the channel; the grader's own references reject it.
-    "forges_builtins": ("graded", 4, "passage 1 is reported at distance 0.1000, but its cosine distance"),
+    # A patched exec slips forged data past the channel; it does not answer the questions the grader
+    # derived from the table itself, so it earns nothing.
+    "forges_builtins": ("graded", 4, "ask() was not called with the question derived from kb_passages"),
     "forges_audit_hook": ("graded", 4, TAMPERED),
     "probes_network": ("graded", 10, "the 3 nearest passages"),
     "children_allocate": ("over_limit", 10, "the 3 nearest passages"),
