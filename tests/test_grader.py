@@ -30,6 +30,7 @@ EXPECTED = {
     "embeds_titles": (7.17, 2.5, 4.67),
     "fixed_question": (4.33, 4, 0.33),
     "l2_distance": (8, 4, 4),
+    "later_cell_breaks_ask": (10, 4, 6),
     "limit_5": (8.4, 4, 4.4),
     "never_ran_ask": (4, 4, 0),
     "no_order_by": (4.33, 4, 0.33),
@@ -49,6 +50,7 @@ EXPECTED = {
 FAIR = {
     # too harsh
     "global_cursor": ("a provided cell closed the cursor exact_top_k uses", 7, 10, (10, 10)),
+    "later_cell_breaks_ask": ("a later cell closed the cursor ask uses", 4, 10, (9, 10)),
     "l2_distance": ("the right passages, as L2 distances", 4, 8, (7, 9)),
     "similarity_right_ids": ("the right passages, as similarities", 4, 8, (7, 9)),
     "rrf_zero_based": ("RRF with 0-based ranks", 9, 11.5, (10.5, 12.5)),
@@ -126,6 +128,12 @@ def test_feedback_names_the_mistake(grades):
 
 
 def test_feedback_names_the_real_cause(grades):
+    ask = _result(grades, "later_cell_breaks_ask")["questions"][1]
+    assert ask["feedback"] == ("the 3 nearest passages and cosine distances match for 4 questions (scored "
+                               "right "
+                               "after cell 6, where it is defined; at the end of the notebook it scored 0: "
+                               "cell 8 "
+                               "rebinds `cur`, which ask() uses: give one of them another name)")
     assert _parts(grades, "psycopg2_no_commit", "kb.table")["committed"] == (0.0, (
         "the rows were never committed (the grader committed them to check the rest): psycopg2 (or psycopg "
         "without autocommit) opens a transaction for you; call pg.commit() after inserting"))
