@@ -281,8 +281,6 @@ def test_search_box_answers_typing_and_switches_mode(lab):
     _close(lab, page, "lessons/06_hybrid_search.ipynb")
 
 
-@pytest.mark.xfail(strict=True, reason="the exercise templates stop at a placeholder with a traceback "
-                                       "until helper h2's template fix (issue 14, item 3) lands")
 @pytest.mark.parametrize("pair", EXERCISE_PAIRS, ids=_names)
 def test_run_all_exercises_before_any_code_is_written(lab, browser, pair):
     _run_all(lab, browser, pair)

@@ -99,8 +99,8 @@ def test_kill_9_mid_batch_then_resume_finishes_it(tmp_path):
     dead = f"{workspace.PREFIX}{grading.pid}-"
     code = cli.main(["grade", str(class_dir), "--out", str(out), "--resume", "--quiet"])
     assert code == 0
-    assert _rows(out) == {"correct": "10", "descending": "4", "l2_distance": "4", "limit_5": "4",
-                          "no_order_by": "4", "only_30_passages": "8.4"}
+    assert _rows(out) == {"correct": "10", "descending": "4", "l2_distance": "8", "limit_5": "8.4",
+                          "no_order_by": "4.33", "only_30_passages": "9.6"}
     assert {name: (out / f"{name}.json").read_text() for name in graded} == kept  # not graded twice
     assert [e.name for e in workspace.SHM.glob(dead + "*")] == []  # the killed run's leftovers are gone
     assert json.loads((out / "correct.json").read_text())["status"] == "graded"
