@@ -33,7 +33,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"built-in Postgres running (pid {db.server_pid()}), data in {settings().data_dir}")
     elif args.action == "stop":
         stopped = db.stop_server()
-        print("built-in server stopped" if stopped else "the built-in server was not running")
+        print("stopped" if stopped else "the built-in server was not running")
         if external:
             print(f"DATABASE_URL's server ({db.redact(external)}) is not managed here: "
                   "stop it where it runs ('docker compose down' for docker-compose.yml)")

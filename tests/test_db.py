@@ -204,7 +204,7 @@ def test_cli_status_start_stop(own_server):
         f"built-in Postgres stopped ('pgvec-course db start' starts it), data in {own_server}\n")
     started = run("db", "start")
     assert started.returncode == 0 and started.stdout.startswith("built-in Postgres running (pid ")
-    assert run("db", "stop").stdout == "built-in server stopped\n"
+    assert run("db", "stop").stdout == "stopped\n"
 
 
 def test_cli_leaves_an_external_server_alone(monkeypatch, tmp_path):
