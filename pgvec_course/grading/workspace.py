@@ -102,8 +102,7 @@ def _kill_naming(path: Path) -> None:
 
 def _base() -> Path:
     if SHM.is_dir() and os.access(SHM, os.W_OK):
-        free = shutil.disk_usage(SHM).free
-        if free > 8 * limits.GiB:
+        if shutil.disk_usage(SHM).free >= 4 * limits.GiB:  # two submissions at their 2 GB disk cap
             return SHM
     return Path(tempfile.gettempdir())
 
