@@ -25,6 +25,7 @@ from . import limits, sandbox
 
 PREFIX = "pgvec-course-"  # pgvec-course-<grader pid>-<token>: swept when that grader is gone
 SHM = Path("/dev/shm")
+MAX_FILES = 100_000  # a fresh database server holds about 700
 
 
 @dataclass
@@ -78,14 +79,15 @@ class Workspace:
         """SIGKILL the kernel's sandbox (and so everything in it), leaving the database for scoring."""
         _kill_naming(self.kernel_dir)
 
-    def disk_bytes(self) -> int:
-        """Return the bytes the folder holds now (database files, WAL, anything written there)."""
-        total = 0
+    def disk_use(self) -> tuple[int, int]:
+        """Return the bytes and the files the folder holds now (database, WAL, anything written there)."""
+        total = count = 0
         for root, _, files in os.walk(self.root):
+            count += len(files)
             for name in files:
                 with suppress(OSError):
                     total += os.lstat(os.path.join(root, name)).st_blocks * 512
-        return total
+        return total, count
 
 
 def _kill_naming(path: Path) -> None:
@@ -154,11 +156,13 @@ class Watch:
     def _run(self) -> None:
         ws = self.ws
         while not self._done.wait(self.every):
-            disk = ws.disk_bytes()
+            disk, files = ws.disk_use()
             ws.peak["disk_peak"] = max(ws.peak.get("disk_peak", 0), disk)
             cpu = ws.cgroup.usage()["cpu_seconds"] if ws.cgroup else 0.0
             if disk > ws.caps.disk:
                 ws.stopped = f"its files and database grew past the {_size(ws.caps.disk)} disk cap"
+            elif files > MAX_FILES:  # empty files use no bytes, but the shared folder's inodes
+                ws.stopped = f"it made more than {MAX_FILES:,} files"
             elif cpu > ws.caps.cpu_seconds:
                 ws.stopped = f"it used more than {ws.caps.cpu_seconds} s of CPU time"
             if ws.stopped:
