@@ -17,7 +17,11 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import grader, report  # noqa: E402
+from pgvec_course.grading import grader, report, sandbox  # noqa: E402
+
+# Scores do not depend on the sandbox: without bubblewrap (never in CI, where test_sandbox and the
+# hostile batch insist on it) these tests grade trusted rather than fail.
+SANDBOX = [] if sandbox.support().ok or os.environ.get("CI") == "true" else ["--trust-submissions"]
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 
@@ -86,7 +90,7 @@ def grades(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grades")
     folders = [str(SUBMISSIONS / name) for name in ("kb", "bench", "hybrid")]
     code = cli.main(["grade", *folders, str(SUBMISSIONS / "kb" / "correct.ipynb"), "--jobs", "2",
-                     "--out", str(out), "--gradescope", "--quiet"])
+                     "--out", str(out), "--gradescope", "--quiet", *SANDBOX])
     assert code == 0
     return out
 

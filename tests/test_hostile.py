@@ -73,6 +73,7 @@ EXPECTED = {
     "big_file_outside": ("over_limit", 10, "the 3 nearest passages"),
     "big_table": ("over_limit", 10, "the 3 nearest passages"),
     "steers_grader": ("graded", 10, "the 3 nearest passages"),  # the grader's session is its own
+    "answer_key": ("graded", 4, NOT_YET),  # neither the package nor the sandbox holds hidden tests
     "wal_growth": ("graded", 10, "the 3 nearest passages"),
 }
 
