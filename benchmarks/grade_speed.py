@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pgvec_course.grading import databases, grader, limits, runner, sandbox, workspace
+from pgvec_course.grading import batch, databases, grader, limits, runner, sandbox, workspace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "submissions" / "kb"
 
@@ -66,7 +66,7 @@ def main() -> None:
         raise SystemExit(f"cannot measure the sandbox: {sandbox.support().detail}")
     folder = Path(tempfile.mkdtemp(prefix="pvc-bench-subs-"))
     subs = make_submissions(args.n, folder)
-    seed = grader.prepare(grader.Options())
+    seed = batch.prepare(grader.Options())
 
     plain = plain_execution(subs, seed)
     bare = plain_execution(subs, seed, skip_checks=True)
@@ -84,7 +84,7 @@ def main() -> None:
     for name, label in (("trusted", "grade --trust-submissions --jobs 1"), ("sandboxed", "grade --jobs 1")):
         rows.append((label, sum(each[name]), sum(each[name]) / len(subs), None))
     started = time.perf_counter()
-    results = grader.grade_batch(subs, options=grader.Options(timeout=120), jobs=2, progress=False)
+    results = batch.grade_batch(subs, options=grader.Options(timeout=120), jobs=2, progress=False)
     wall = time.perf_counter() - started
     assert all(r.status == "graded" for r in results), [(r.learner, r.status, r.reason) for r in results]
     each["jobs2"] = [r.timings["total"] for r in results]

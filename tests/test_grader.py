@@ -17,7 +17,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import grader, report, sandbox  # noqa: E402
+from pgvec_course.grading import batch, grader, report, sandbox  # noqa: E402
 
 # Scores do not depend on the sandbox: without bubblewrap (never in CI, where test_sandbox and the
 # hostile batch insist on it) these tests grade trusted rather than fail.
@@ -225,10 +225,10 @@ def test_find_submissions_reads_files_and_learner_folders(tmp_path):
     shutil.copy(SUBMISSIONS / "kb" / "correct.ipynb", tmp_path / "ada" / "Exercise 1.ipynb")
     shutil.copy(SUBMISSIONS / "kb" / "limit_5.ipynb", tmp_path / "bob.ipynb")
     (tmp_path / "notes.txt").write_text("not a notebook")
-    assert grader.find_submissions([tmp_path]) == [
+    assert batch.find_submissions([tmp_path]) == [
         ("ada", tmp_path / "ada" / "Exercise 1.ipynb"), ("bob", tmp_path / "bob.ipynb")]
     with pytest.raises(FileNotFoundError, match="no notebook or folder at"):
-        grader.find_submissions([tmp_path / "missing"])
+        batch.find_submissions([tmp_path / "missing"])
 
 
 def test_a_notebook_without_an_exercise_is_not_gradable(tmp_path):
@@ -246,7 +246,7 @@ def test_validate_flags_a_solution_that_loses_points(tmp_path):
                                  ("exercises", "01_kb", "never_ran_ask")):
         (tmp_path / folder).mkdir(exist_ok=True)
         shutil.copy(SUBMISSIONS / "kb" / f"{source}.ipynb", tmp_path / folder / f"{name}.ipynb")
-    checked = {sub.learner: problem for sub, problem in grader.validate(root=tmp_path, jobs=2)}
+    checked = {sub.learner: problem for sub, problem in batch.validate(root=tmp_path, jobs=2)}
     assert checked["solution-01_kb"] == ""
     assert checked["solution-01_kb_l2"].startswith("scored 8, expected 10 (kb.ask: these look like L2")
     # An exercise must score zero: this one keeps the table code, so it does not.
