@@ -25,7 +25,7 @@ from .scoring import (
     share_found,
 )
 from .spec import Context, Exercise, Outcome, Part, Question
-from .tables import column_type, cosine_distances, fetch_vectors, nearest_set, ranked, table_problem
+from .tables import column_type, cosine_distances, nearest_set, ranked, table_problem, table_vectors
 
 TABLE = "bench_items"
 ROWS, DIM, K = 10_000, 1536, 10
@@ -69,7 +69,7 @@ def _score_table(data: Any, ctx: Context) -> Outcome:
     if rows != ROWS or nulls:
         result["rows"] = (0.0, f"{TABLE} has {rows:,} rows; the benchmark needs {ROWS:,}" if rows != ROWS
                           else f"{nulls} rows have no vector")
-    _, matrix = fetch_vectors(ctx.conn, TABLE)
+    _, matrix, _ = table_vectors(ctx, TABLE)
     distinct = len({row.tobytes() for row in matrix})
     if distinct != rows:
         result["distinct"] = (0.0, "every row holds the same vector: draw a new random vector for each row"
@@ -92,15 +92,16 @@ def _score_truth(data: Any, ctx: Context, inputs: Any) -> Outcome:
         table_problem(ctx.conn, TABLE, ("id", "embedding"))
     if problem:
         return blocked(TRUTH_Q, problem)
-    ids, matrix = fetch_vectors(ctx.conn, TABLE)
+    ids, matrix, norms = table_vectors(ctx, TABLE)
     results = []
     for call, (seed, k) in zip(data["calls"], inputs, strict=True):
         query = np.random.default_rng(seed).random(DIM, dtype=np.float32).astype(np.float64)
-        results.append(_one_truth(call, ids, matrix, query, k))
+        results.append(_one_truth(call, ids, matrix, query, k, norms))
     return score_parts(TRUTH_Q, results, "exact_top_k matches an exact search in numpy")
 
 
-def _one_truth(call: dict, ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, k: int) -> PartResults:
+def _one_truth(call: dict, ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, k: int,
+               norms: np.ndarray) -> PartResults:
     if "error" in call:
         hint = error_feedback("exact_top_k", call["error"])
         return {"nearest": (0.0, hint), "order": (0.0, hint)}
@@ -108,7 +109,7 @@ def _one_truth(call: dict, ids: np.ndarray, matrix: np.ndarray, query: np.ndarra
     if not isinstance(got, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in got):
         hint = f"exact_top_k should return a list of ids (ints); got {str(got)[:60]}"
         return {"nearest": (0.0, hint), "order": (0.0, hint)}
-    dist = cosine_distances(matrix, query)
+    dist = cosine_distances(matrix, query, norms=norms)
     result = full("nearest", "order")
     share = share_found(got, nearest_set(ids, dist, k, tol=TOL), k)
     if share < 1:
@@ -233,22 +234,22 @@ def _score_sweep(data: Any, ctx: Context) -> Outcome:
         return blocked(SWEEP_Q, f"{table}: the sweep is re-measured on your table and indexes",
                        keep={"exact": result["exact"]})
     queries = np.array(data["queries"]) if data.get("queries") else default_queries()
-    ids, matrix = fetch_vectors(ctx.conn, TABLE)
-    truth = sweep.exact_truth(ids, matrix, queries, K)
     for kind, param in SWEEPS:
-        result[kind] = _check_kind(ctx, rows, kind, param, queries, truth)
+        result[kind] = _check_kind(ctx, rows, kind, param, queries)
     return score_parts(SWEEP_Q, [result], "re-measured on your indexes: your recall figures hold, and exact "
                                           "search has recall 1.0")
 
 
-def _check_kind(ctx: Context, rows: list[dict], kind: str, param: str, queries,
-                truth) -> tuple[float, str | None]:
+def _check_kind(ctx: Context, rows: list[dict], kind: str, param: str, queries) -> tuple[float, str | None]:
     mine = {int(r["value"]): r["recall"] for r in rows if r["index"] == kind and r["param"] == param
             and isinstance(r["value"], (int, float)) and not isinstance(r["value"], bool)}
     if len(mine) < 3:
         return 0.0, (f"sweep at least 3 values of {param} for {kind} (rows with index={kind!r}, "
                      f"param={param!r})")
-    measured = sweep.remeasure(ctx.conn, TABLE, kind, param, sorted(mine), queries, truth, K)
+    if kind not in sweep.vector_indexes(ctx.conn, TABLE):
+        return 0.0, (f"there is no {kind} index (cosine) on {TABLE} to re-measure your {kind} rows on: keep "
+                     "the indexes you measured (typed-in figures cannot be checked)")
+    measured = sweep.remeasure(ctx.conn, TABLE, kind, param, sorted(mine), queries, _truth(ctx, queries), K)
     if measured is None:
         return 0.0, (f"there is no {kind} index (cosine) on {TABLE} to re-measure your {kind} rows on: keep "
                      "the indexes you measured (typed-in figures cannot be checked)")
@@ -267,6 +268,14 @@ def _check_kind(ctx: Context, rows: list[dict], kind: str, param: str, queries,
                           "the index built again after you measured it?"))
     # All or nothing: a row that re-measures within the tolerance by chance proves little.
     return (0.0, bad[0]) if bad else (1.0, None)
+
+
+def _truth(ctx: Context, queries) -> list[set[int]]:
+    key = f"truth:{hash(np.asarray(queries).tobytes())}"
+    if key not in ctx.memo:
+        ids, matrix, norms = table_vectors(ctx, TABLE)
+        ctx.memo[key] = sweep.exact_truth(ids, matrix, queries, K, norms=norms)
+    return ctx.memo[key]
 
 
 def default_queries() -> Any:

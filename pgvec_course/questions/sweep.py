@@ -86,6 +86,7 @@ def remeasure(conn: psycopg.Connection, table: str, kind: str, param: str, value
     return measured
 
 
-def exact_truth(ids: Any, matrix: Any, queries: Any, k: int) -> list[set[int]]:
+def exact_truth(ids: Any, matrix: Any, queries: Any, k: int, *, norms: Any = None) -> list[set[int]]:
     """Return each query's true top k ids by cosine distance (ties at the k-th distance included)."""
-    return [nearest_set(ids, cosine_distances(matrix, q), k, tol=1e-9) for q in queries]
+    norms = np.linalg.norm(matrix, axis=1) if norms is None else norms
+    return [nearest_set(ids, cosine_distances(matrix, q, norms=norms), k, tol=1e-9) for q in queries]

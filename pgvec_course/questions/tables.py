@@ -74,11 +74,23 @@ def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding
                      "declare the column with one, for example vector(384)")
 
 
-def cosine_distances(matrix: Any, query: Any) -> Any:
-    """Return the cosine distance of every row of `matrix` to `query`, in float64."""
+def cosine_distances(matrix: Any, query: Any, *, norms: Any = None) -> Any:
+    """Return the cosine distance of every row of `matrix` to `query`, in float64.
+
+    Pass `norms` (the rows' norms) when asking many queries of one big matrix.
+    """
     q = np.asarray(query, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
+    norms = (np.linalg.norm(matrix, axis=1) if norms is None else norms) * np.linalg.norm(q)
     return 1.0 - (matrix @ q) / np.where(norms == 0, 1.0, norms)
+
+
+def table_vectors(ctx: Context, table: str) -> tuple[Any, Any, Any]:
+    """Return (ids, matrix, row norms) of a table's vectors, read once per context."""
+    key = f"vectors:{table}"
+    if key not in ctx.memo:
+        ids, matrix = fetch_vectors(ctx.conn, table)
+        ctx.memo[key] = (ids, matrix, np.linalg.norm(matrix, axis=1) if matrix.size else np.zeros(0))
+    return ctx.memo[key]
 
 
 def ranked(ids: Any, keys: Any) -> Any:
