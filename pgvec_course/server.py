@@ -109,7 +109,7 @@ def report(info: ServerInfo) -> list[tuple[bool | None, str]]:
     source = "" if info.builtin else ", from DATABASE_URL"
     lines: list[tuple[bool | None, str]] = [
         (True, f"Postgres {info.version} reachable ({info.where}{source}), role {info.role}"),
-        (True, f"pgvector {info.pgvector}"),
+        (True, f"pgvector extension {info.pgvector} in the database"),
     ]
     add = lines.append
     if info.superuser:

@@ -38,7 +38,7 @@ def test_doctor_on_the_built_in_server():
     assert out.returncode == 0, out.stdout
     assert _server_lines(out.stdout) == [
         "[ok]   Postgres 18.4 reachable (the built-in server), role postgres",
-        "[ok]   pgvector 0.8.5",
+        "[ok]   pgvector extension 0.8.5 in the database",
         "[ok]   role postgres is a superuser: every part of the course works here",
         "[ok]   maintenance_work_mem 512 MB: enough for the course's index builds (up to 82 MB)",
     ]
@@ -50,7 +50,7 @@ def test_doctor_on_a_compose_like_server(compose_server):
     assert out.returncode == 0, out.stdout
     assert _server_lines(out.stdout) == [
         f"[ok]   Postgres 18.4 reachable ({where}, from DATABASE_URL), role course",
-        "[ok]   pgvector 0.8.5",
+        "[ok]   pgvector extension 0.8.5 in the database",
         "[ok]   role course is a superuser: every part of the course works here",
         "[ok]   maintenance_work_mem 512 MB: enough for the course's index builds (up to 82 MB)",
     ]
@@ -63,7 +63,7 @@ def test_doctor_on_a_managed_like_server_says_what_will_not_work(managed_server)
     assert out.returncode == 1, out.stdout
     assert _server_lines(out.stdout) == [
         f"[ok]   Postgres 16.14 reachable ({where}, from DATABASE_URL), role learner",
-        "[ok]   pgvector 0.8.5",
+        "[ok]   pgvector extension 0.8.5 in the database",
         "[note] role learner is not a superuser (it has CREATEDB and CREATEROLE): the lessons and exercises "
         "work in its database",
         f"[note] new databases on {where} get no pgvector: role learner may not create the extension "
