@@ -51,6 +51,15 @@ _EXPORTS = {
     "IndexTuner": "widgets",
     "SearchBox": "widgets",
     "check": "grading.checks",
+    "sqlalchemy_url": "tools",
+    "scratch_database": "tools",
+    "drop_database": "tools",
+    "run_tool": "tools",
+    "watch_index_build": "progress",
+    "build_prompt": "rag",
+    "ask_llm": "rag",
+    "llm_available": "rag",
+    "ChromaEmbeddingFunction": "chroma",
 }
 
 __all__ = sorted(_EXPORTS)

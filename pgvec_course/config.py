@@ -26,6 +26,7 @@ class Settings:
     openai_base_url: str | None
     embedder: str | None
     openai_model: str
+    chat_model: str
 
 
 def settings() -> Settings:
@@ -43,4 +44,5 @@ def settings() -> Settings:
         openai_base_url=env.get("OPENAI_BASE_URL") or None,
         embedder=(env.get("PGVEC_EMBEDDER") or "").strip().lower() or None,
         openai_model=env.get("PGVEC_OPENAI_MODEL") or "text-embedding-3-small",
+        chat_model=env.get("PGVEC_CHAT_MODEL") or "gpt-4o-mini",
     )

@@ -1,7 +1,8 @@
-"""A small OpenAI-compatible embeddings server on 127.0.0.1, for tests of the real `openai` client.
+"""A small OpenAI-compatible server on 127.0.0.1, for tests of the real `openai` client.
 
 It answers POST /v1/embeddings with a deterministic unit vector per text, in shuffled
-order (so the client must restore it from `index`), and records every request.
+order (so the client must restore it from `index`), POST /v1/chat/completions with an
+answer built from the prompt's first passage (see `chat_answer`), and records every request.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +25,16 @@ def fake_vector(text: str, dim: int) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+def chat_answer(messages: list[dict]) -> str:
+    """Return the stub's reply: the first sentence of the prompt's passage [1], cited as [1]."""
+    user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    match = re.search(r"^\[1\] [^\n]*\n([^\n]*)", user, re.M)
+    if match is None:
+        return "I do not know: no passages were given."
+    first = re.split(r"(?<=[.!?])\s", match.group(1).strip(), maxsplit=1)[0]
+    return f"{first} [1]"
 
 
 class OpenAIStub:
@@ -47,7 +59,7 @@ class OpenAIStub:
                     )
                     failure = stub.failures.pop(0) if stub.failures else 200
                 status, code = failure if isinstance(failure, tuple) else (failure, None)
-                if self.path != "/v1/embeddings":
+                if self.path not in ("/v1/embeddings", "/v1/chat/completions"):
                     status = 404
                 if status != 200:
                     key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
@@ -56,6 +68,8 @@ class OpenAIStub:
                         f"Incorrect API key provided: {key}" if status == 401 else f"stub error {status}"
                     )
                     return self._send(status, {"error": {"message": message, "type": "stub", "code": code}})
+                if self.path == "/v1/chat/completions":
+                    return self._send(200, self._chat(body))
                 dim = body.get("dimensions") or DIMS[body["model"]]
                 data = []
                 for i, text in enumerate(body["input"]):
@@ -69,6 +83,17 @@ class OpenAIStub:
                 tokens = sum(len(t.split()) for t in body["input"])
                 usage = {"prompt_tokens": tokens, "total_tokens": tokens}
                 self._send(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+            def _chat(self, body: dict) -> dict:
+                text = chat_answer(body["messages"])
+                prompt = sum(len(m["content"].split()) for m in body["messages"])
+                return {
+                    "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split()),
+                              "total_tokens": prompt + len(text.split())},
+                }
 
             def _send(self, status: int, doc: dict) -> None:
                 payload = json.dumps(doc).encode()
