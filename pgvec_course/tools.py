@@ -24,6 +24,7 @@ from . import db
 __all__ = ["sqlalchemy_url", "scratch_database", "drop_database", "pg_tool", "run_tool", "ToolRun"]
 
 _CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
+_SHOWN_LINES = 12
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")
 
 
@@ -109,7 +110,10 @@ class ToolRun:
 
     def __str__(self) -> str:
         lines = [f"$ {self.command}", f"exit code {self.returncode} after {self.seconds:.2f} s"]
-        return "\n".join(lines + _readable(self.stdout + self.stderr))
+        output = _readable(self.stdout + self.stderr)
+        if len(output) > _SHOWN_LINES:  # the first errors explain the rest; .stderr holds them all
+            output = output[:_SHOWN_LINES] + [f"... ({len(output) - _SHOWN_LINES} more lines)"]
+        return "\n".join(lines + output)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
         p.text(str(self))
@@ -128,11 +132,18 @@ def _readable(output: str) -> list[str]:
 
 
 def _shown(arg: str) -> str:
-    # Connection strings are shown without their password (and without a socket path that
-    # only clutters the line).
-    if arg.startswith(("postgresql://", "postgres://")) or "dbname=" in arg:
-        return f"<{db.redact(arg)}>"
-    return arg
+    # Connection strings are shown by database and host only: never a password, and no socket
+    # folder to clutter the line.
+    option, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not value.startswith(("postgresql://", "postgres://")) and "dbname=" not in value:
+        return arg
+    try:
+        info = conninfo_to_dict(value)
+    except psycopg.ProgrammingError:
+        return f"{option}{sep}<a connection string>"
+    host = info.get("host") or "localhost"
+    where = "" if host.startswith("/") else f" on {host}:{info.get('port') or 5432}"
+    return f"{option}{sep}<database {info.get('dbname') or info.get('user')}{where}>"
 
 
 def run_tool(name: str, *args: str | Path, cwd: str | Path | None = None, timeout: float = 300) -> ToolRun:
@@ -145,4 +156,8 @@ def run_tool(name: str, *args: str | Path, cwd: str | Path | None = None, timeou
     shown = " ".join([name, *(_shown(str(a)) for a in args)])
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
-    return ToolRun(shown, done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    stdout, stderr = done.stdout, done.stderr
+    if cwd is not None:  # paths inside the working folder read better relative to it
+        stdout, stderr = (text.replace(f"{Path(cwd).resolve()}/", "") for text in (stdout, stderr))
+    return ToolRun(shown, done.returncode, stdout, stderr, seconds)

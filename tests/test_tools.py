@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from pgvec_course import db, tools
+from pgvec_course import tools
 from pgvec_course.progress import watch_index_build
 from pgvec_course.store import copy_vectors
 
@@ -47,10 +47,11 @@ def test_a_table_dumped_alone_needs_the_extension_in_the_new_database(scratch, t
     dump = tmp_path / "items.dump"
     made = tools.run_tool("pg_dump", "--format=custom", "--table=items", f"--file={dump}", source)
     assert made.ok and dump.stat().st_size > 0
-    assert made.command == f"pg_dump --format=custom --table=items --file={dump} <{db.redact(source)}>"
+    assert made.command == f"pg_dump --format=custom --table=items --file={dump} <database {source_name}>"
 
     target = tools.scratch_database(target_name)
     failed = tools.run_tool("pg_restore", f"--dbname={target}", dump)
+    assert failed.command == f"pg_restore --dbname=<database {target_name}> {dump}"
     assert failed.returncode == 1
     assert 'ERROR:  type "public.vector" does not exist' in failed.stderr
     assert "warning: errors ignored on restore: 5" in failed.stderr
@@ -147,3 +148,18 @@ def test_a_failing_build_is_reported(conn):
         dbname=conn.info.dbname)
     assert build.error == 'value 1 out of bounds for option "m"'
     assert str(build).splitlines()[-1].startswith('build failed: value 1 out of bounds for option "m"')
+
+
+def test_connection_strings_are_shown_without_passwords():
+    url = "postgresql://bob:s3cret@db.example.com:5433/shop"
+    assert tools._shown(url) == "<database shop on db.example.com:5433>"
+    conninfo = "--dbname=user=bob password=s3cret dbname=shop host=/tmp/sock"
+    assert tools._shown(conninfo) == "--dbname=<database shop>"
+    assert tools._shown("--dbname=postgresql://[bad") == "--dbname=<a connection string>"
+    assert tools._shown("--table=items") == "--table=items"
+
+
+def test_output_paths_inside_the_working_folder_are_shown_relative(tmp_path):
+    ran = tools.run_tool("alembic", "init", "migrations", cwd=tmp_path)
+    assert ran.ok and "Creating directory migrations ...  done" in ran.stdout
+    assert str(tmp_path) not in str(ran)
