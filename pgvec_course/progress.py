@@ -37,7 +37,7 @@ class Sample:
 
 @dataclass
 class IndexBuild:
-    """What watching a build saw: its samples, duration, error, and the writes attempted meanwhile."""
+    """What watching a build saw: samples, duration, error, notices, and the writes attempted meanwhile."""
 
     statement: str
     seconds: float = 0.0
@@ -46,6 +46,7 @@ class IndexBuild:
     writes: int = 0
     slowest_write_ms: float = 0.0
     write_error: str | None = None
+    notices: list[str] = field(default_factory=list)
 
     def phases(self) -> list[tuple[str, float, list[float]]]:
         """Return each phase once, in order: (phase, first seen at seconds, the % values seen in it)."""
@@ -64,11 +65,12 @@ class IndexBuild:
             lines.append(f"{at:6.2f}  {phase:<36} {' '.join(f'{p:.0f}%' for p in shown)}".rstrip())
         outcome = f"failed: {self.error}" if self.error else f"finished in {self.seconds:.2f} s"
         lines.append(f"build {outcome} ({len(self.samples)} samples)")
+        lines += [f"notice: {notice}" for notice in self.notices]
         if self.write_error:
             lines.append(f"a write failed: {self.write_error}")
         if self.writes:
-            lines.append(f"{self.writes} writes went through meanwhile; the slowest waited "
-                         f"{self.slowest_write_ms:.0f} ms")  # fmt: skip
+            writes = f"{self.writes} write{'s' * (self.writes != 1)}"
+            lines.append(f"{writes} went through meanwhile; the slowest took {self.slowest_write_ms:.0f} ms")
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
@@ -94,6 +96,7 @@ def watch_index_build(
     watcher = db.connect(dbname=dbname)
     writer = db.connect(dbname=dbname) if writes else None
     try:
+        builder.add_notice_handler(lambda diag: result.notices.append(diag.message_primary or ""))
         for name, value in (settings or {}).items():
             builder.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
         pid = builder.info.backend_pid

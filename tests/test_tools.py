@@ -163,3 +163,13 @@ def test_output_paths_inside_the_working_folder_are_shown_relative(tmp_path):
     ran = tools.run_tool("alembic", "init", "migrations", cwd=tmp_path)
     assert ran.ok and "Creating directory migrations ...  done" in ran.stdout
     assert str(tmp_path) not in str(ran)
+
+
+def test_a_build_that_outgrows_its_memory_says_so(conn):
+    schema = _items(conn, n=2000, dim=48)
+    build = watch_index_build(f"CREATE INDEX x ON {schema}.items USING hnsw (embedding vector_l2_ops)",
+                              dbname=conn.info.dbname, settings={"maintenance_work_mem": "1MB"})
+    assert build.error is None
+    [notice] = build.notices
+    assert notice.startswith("hnsw graph no longer fits into maintenance_work_mem after ")
+    assert str(build).splitlines()[-1] == f"notice: {notice}"
