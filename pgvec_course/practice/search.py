@@ -129,7 +129,7 @@ def _alternatives_chroma_top(ctx: Context, chroma_top: Any) -> str:
 TASKS = (
     Task("indexing.ef_search", ("ef_search",), _indexing_ef_search),
     Task("indexing.plan", ("query",), _indexing_plan),
-    Task("hybrid.rrf", ("rrf",), _hybrid_rrf),
+    Task("hybrid.rrf_score", ("rrf",), _hybrid_rrf),
     Task("hybrid.any_word", ("text",), _hybrid_any_word),
     Task("beyond.halfvec_bytes", ("halfvec_bytes",), _beyond_halfvec_bytes),
     Task("beyond.bits", ("bits",), _beyond_bits),
