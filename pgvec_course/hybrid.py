@@ -10,10 +10,25 @@ from .search import Result, Results, _check_k, _embedder, _with_scan_mode
 __all__ = ["keyword_search", "hybrid_search"]
 
 _KEYWORD = """SELECT id, title, content, category, ts_rank(tsv, query) AS score
-FROM {table}, plainto_tsquery('english', %(text)s) AS query
+FROM {table}, (SELECT {tsquery} AS query) AS q
 WHERE tsv @@ query{where}
 ORDER BY score DESC, id
 LIMIT %(k)s"""
+
+# How the search text becomes a tsquery: every word must match (the tutorial's plainto_tsquery),
+# any word may match (the same words joined with OR), or web-search syntax ("quoted phrases",
+# or, -word) with websearch_to_tsquery.
+MATCH = {
+    "all": "plainto_tsquery('english', %(text)s)",
+    "any": "replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ')::tsquery",
+    "websearch": "websearch_to_tsquery('english', %(text)s)",
+}
+
+
+def _tsquery(match: str) -> sql.SQL:
+    if match not in MATCH:
+        raise ValueError(f"unknown match {match!r}; use 'all' (every word), 'any' or 'websearch'")
+    return sql.SQL(MATCH[match])
 
 
 def keyword_search(
@@ -23,10 +38,16 @@ def keyword_search(
     *,
     table: str = "documents",
     category: str | None = None,
+    match: str = "all",
 ) -> Results:
-    """Return the k best full-text matches (ts_rank over plainto_tsquery('english', ...)), best first."""
+    """Return the k best full-text matches by ts_rank, best first.
+
+    `match="all"` needs every word (plainto_tsquery('english', ...)), "any" one of them,
+    "websearch" reads web-search syntax (websearch_to_tsquery).
+    """
     _check_k(k)
-    query = sql.SQL(_KEYWORD).format(table=sql.Identifier(table), where=_category_filter(category, "AND"))
+    query = sql.SQL(_KEYWORD).format(table=sql.Identifier(table), where=_category_filter(category, "AND"),
+                                     tsquery=_tsquery(match))
     rows = _run_fulltext(conn, query, {"text": query_text, "k": k, "category": category}, table)
     return Results([Result(*row[:4], score=row[4]) for row in rows], value="score")
 
@@ -56,9 +77,9 @@ _WEIGHTED = """WITH semantic AS (
     LIMIT %(candidates)s
 ),
 fulltext AS (
-    SELECT id, ts_rank(tsv, plainto_tsquery('english', %(text)s)) AS text_score
-    FROM {table}
-    WHERE tsv @@ plainto_tsquery('english', %(text)s){and_where}
+    SELECT id, ts_rank(tsv, query) AS text_score
+    FROM {table}, (SELECT {tsquery} AS query) AS q
+    WHERE tsv @@ query{and_where}
 )
 SELECT s.id, s.title, s.content, s.category,
        %(w)s * s.semantic_score + %(w_text)s * COALESCE(f.text_score, 0) AS score
@@ -76,7 +97,7 @@ _RRF = """WITH vector_leg AS (
 text_leg AS (
     SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank
     FROM (SELECT id, ts_rank(tsv, query) AS text_score
-          FROM {table}, plainto_tsquery('english', %(text)s) AS query
+          FROM {table}, (SELECT {tsquery} AS query) AS q
           WHERE tsv @@ query{and_where}
           ORDER BY text_score DESC, id LIMIT %(candidates)s) AS matches
 ),
@@ -103,6 +124,7 @@ def hybrid_search(
     candidates: int | None = None,
     category: str | None = None,
     embedder=None,
+    match: str = "all",
 ) -> Results:
     """Combine vector search with Postgres full-text search and return the k best, best first.
 
@@ -113,12 +135,14 @@ def hybrid_search(
     default 50) and the full-text leg (top `candidates` by ts_rank among rows whose tsv
     matches) each rank their rows 1, 2, 3, ... (ties by id); a row scores
     sum(1 / (rrf_k + rank)) over the legs it appears in, so a keyword-only match can win.
-    Ties in the final score go to the smaller id. `category` filters both legs. Needs the `tsv` column
+    Ties in the final score go to the smaller id. `category` filters both legs. `match` turns the
+    text into a tsquery as keyword_search() does. Needs the `tsv` column
     (create_documents_table(conn, fulltext=True)).
     """
     _check_k(k)
     if method not in ("rrf", "weighted"):
         raise ValueError(f"unknown method {method!r}; use 'rrf' or 'weighted'")
+    _tsquery(match)  # a bad `match` fails before the query is embedded
     if not 0 <= semantic_weight <= 1:
         raise ValueError(f"semantic_weight must be between 0 and 1, not {semantic_weight!r}")
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
@@ -139,6 +163,7 @@ def hybrid_search(
     }
     template = _WEIGHTED if method == "weighted" else _RRF
     query = sql.SQL(template).format(
+        tsquery=_tsquery(match),
         table=sql.Identifier(table),
         where=_category_filter(category, "WHERE"),
         and_where=_category_filter(category, "AND"),

@@ -196,3 +196,28 @@ def test_hybrid_category_filters_both_legs(conn, tiny_embedder):
     ml_only = [r.id for r in unfiltered if r.category == "ml"]
     # With the filter applied inside both legs, RRF ranks the ml rows in the same order.
     assert hybrid_search(conn, "model", k=3, category="ml", embedder=tiny_embedder).ids() == ml_only
+
+
+def test_match_all_any_or_web_search_syntax(conn, tiny_embedder):
+    _hybrid_table(conn, tiny_embedder)
+    # Every word: no passage has both; any word: both passages, ranked by ts_rank, ties by id.
+    assert keyword_search(conn, "attention bread", k=5).ids() == []
+    by_hand = [r[0] for r in conn.execute(
+        "SELECT id FROM documents, to_tsquery('english', 'attention | bread') AS q WHERE tsv @@ q "
+        "ORDER BY ts_rank(tsv, q) DESC, id")]
+    assert keyword_search(conn, "attention bread", k=5, match="any").ids() == by_hand == [2, 1, 5]
+    assert keyword_search(conn, "attention -children", k=5, match="websearch").ids() == [1]
+    assert keyword_search(conn, '"weigh every token"', k=5, match="websearch").ids() == [1]
+    assert keyword_search(conn, "bread or graphs", k=5, match="websearch").ids() == [4, 5]
+    # The same tsquery drives the keyword leg of both hybrid methods.
+    rrf_all = hybrid_search(conn, "attention bread", k=7, method="rrf", embedder=tiny_embedder)
+    rrf_any = hybrid_search(conn, "attention bread", k=7, method="rrf", embedder=tiny_embedder, match="any")
+    assert rrf_all.ids() != rrf_any.ids()
+    # With "all" the keyword leg is empty; with "any" passage 2 tops it and gains 1 / (60 + 1).
+    semantic_only, with_any = ({r.id: r.score for r in rs} for rs in (rrf_all, rrf_any))
+    assert with_any[2] == pytest.approx(semantic_only[2] + 1 / 61)
+    with pytest.raises(ValueError) as err:
+        keyword_search(conn, "x", match="some")
+    assert str(err.value) == "unknown match 'some'; use 'all' (every word), 'any' or 'websearch'"
+    with pytest.raises(ValueError):
+        hybrid_search(conn, "x", match="phrase", embedder=tiny_embedder)
