@@ -30,15 +30,18 @@ class NotYet(Exception):
     """The answer is not right yet; the message is the hint shown to the learner."""
 
 
-def call(fn: Any, name: str, *args: Any) -> Any:
-    """Call the learner's function; turn what it raises into a hint."""
+def call(fn: Any, name: str, *args: Any, returns: bool = True) -> Any:
+    """Call the learner's function; turn what it raises (or a missing return value) into a hint."""
     if not callable(fn):
         raise NotYet(f"`{name}` should be a function (def {name}(...):), not a {type(fn).__name__}")
     try:
-        return fn(*args)
+        result = fn(*args)
     except Exception as exc:  # noqa: BLE001 - their error becomes the hint
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise NotYet(f"{name}{args!r:.60} raised {type(exc).__name__}: {first}") from None
+    if returns and result is None:
+        raise NotYet(f"{name}() returned None: write its body (in place of ...) and return the result")
+    return result
 
 
 @dataclass(frozen=True)

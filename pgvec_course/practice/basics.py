@@ -63,16 +63,6 @@ def _why_distance(ctx: Context, distance: Any) -> str:
     raise NotYet(f"{value:g} is not it; ask the server: SELECT '[1,2,3]'::vector <-> '[4,6,3]'::vector")
 
 
-def _why_version(ctx: Context, version: Any) -> str:
-    installed = ctx.conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    if not isinstance(version, str):
-        raise NotYet(f"version should be the text the server returns (a str), not {type(version).__name__}")
-    if installed is None or version.strip() != installed[0]:
-        raise NotYet("not what the server says: SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-                     )
-    return f"pgvector {version} is installed in this database"
-
-
 # -- lesson 2 ------------------------------------------------------------------------------
 
 def _storing_dims(ctx: Context, dims: Any) -> str:
@@ -182,7 +172,6 @@ def _nearest_in(ctx: Context, nearest_in: Any) -> str:
 
 TASKS = (
     Task("why.distance", ("distance",), _why_distance),
-    Task("why.version", ("version",), _why_version),
     Task("storing.dims", ("dims",), _storing_dims),
     Task("storing.store", ("store",), _storing_store),
     Task("distance.cosine", ("cosine_distance",), _distance_cosine),

@@ -64,8 +64,8 @@ def _fresh_upsert(ctx: Context, upsert: Any) -> str:
     slug = "practice-upsert"
     ctx.conn.execute("DELETE FROM fresh_docs WHERE slug = %s", (slug,))
     try:
-        call(upsert, "upsert", slug, "Practice", "First version of the text.")
-        call(upsert, "upsert", slug, "Practice", "Second version: the text changed.")
+        call(upsert, "upsert", slug, "Practice", "First version of the text.", returns=False)
+        call(upsert, "upsert", slug, "Practice", "Second version: the text changed.", returns=False)
         rows = ctx.conn.execute("SELECT content, embedding FROM fresh_docs WHERE slug = %s",
                                 (slug,)).fetchall()
         if len(rows) != 1:
