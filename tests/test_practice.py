@@ -304,7 +304,10 @@ def test_fresh(conn):
     assert right(check("fresh.upsert", upsert, conn=conn)) == "one row, the new text and its new embedding"
     stale = check("fresh.upsert", lambda s, t, c: upsert(s, t, c, update_embedding=False), conn=conn)
     assert hint(stale) == "the embedding is not that of the new text: embed the title and content you upsert"
-    assert hint(check("fresh.upsert", plain_insert, conn=conn)).startswith("0 rows have the slug")
+    assert hint(check("fresh.upsert", plain_insert, conn=conn)).startswith(
+        "upsert() stored no row with that slug"
+    )
+    assert hint(check("fresh.upsert", lambda s, t, c: None, conn=conn)).startswith("upsert() stored no row")
     assert (
         conn.execute("SELECT count(*) FROM fresh_docs WHERE slug LIKE 'practice-upsert%'").fetchone()[0] == 2
     )

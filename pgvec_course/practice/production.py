@@ -68,6 +68,8 @@ def _fresh_upsert(ctx: Context, upsert: Any) -> str:
         call(upsert, "upsert", slug, "Practice", "Second version: the text changed.", returns=False)
         rows = ctx.conn.execute("SELECT content, embedding FROM fresh_docs WHERE slug = %s",
                                 (slug,)).fetchall()
+        if not rows:
+            raise NotYet("upsert() stored no row with that slug: write its body (in place of ...)")
         if len(rows) != 1:
             raise NotYet(f"{len(rows)} rows have the slug after two upserts; ON CONFLICT (slug) DO UPDATE "
                          "turns the second insert into an update")
