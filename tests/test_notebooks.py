@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 import pgvec_course
-from pgvec_course import notebooks
+from pgvec_course import notebooks, practice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,35 @@ TOPICS = {
     "quick reference": r"quick reference",
     "docker compose": r"docker compose",
     "pgvec-course doctor": r"pgvec-course doctor",
+    # issue 13: the install routes, the tools learners already use, production habits, answers, practice
+    "apt with the PGDG repository": r"apt\.postgresql\.org\.sh[\s\S]*postgresql-18-pgvector",
+    "Homebrew": r"brew install pgvector",
+    "docker run": r"docker run .*pgvector/pgvector:pg18",
+    "psycopg2 register_vector": r"from pgvector\.psycopg2 import register_vector",
+    "execute_values": r"psycopg2\.extras\.execute_values\(",
+    "SQLAlchemy Vector type": r"from pgvector\.sqlalchemy import Vector",
+    "SQLAlchemy HNSW Index": r"Index\([^)]*postgresql_using=\"hnsw\"",
+    "ORM query ordered by distance": r"\.order_by\(distance\)\.limit\(",
+    "Alembic autogenerate": r"\"revision\", \"--autogenerate\"",
+    "autogenerate's missing import": r"import pgvector\.sqlalchemy",
+    "pg_dump / pg_restore": r"run_tool\(\"pg_dump\"[\s\S]*run_tool\(\"pg_restore\"",
+    "the pg_dump -t extension trap": r"type \"public\.vector\" does not exist",
+    "pg_dump --extension": r"--extension=vector",
+    "upsert": r"ON CONFLICT \(\w+\) DO UPDATE",
+    "stale embedding trigger": r"BEFORE UPDATE OF title, content",
+    "resumable backfill": r"WHERE embedding IS NULL[^\n]*FOR UPDATE SKIP LOCKED",
+    "HNSW vacuuming": r"REINDEX INDEX CONCURRENTLY",
+    "CREATE INDEX CONCURRENTLY": r"CREATE INDEX CONCURRENTLY",
+    "build progress": r"pg_stat_progress_create_index",
+    "max_parallel_maintenance_workers": r"max_parallel_maintenance_workers",
+    "partial HNSW index": r"USING hnsw \(embedding vector_cosine_ops\)\s+WHERE category =",
+    "JSONB metadata filter": r"metadata @> %\(filter\)s",
+    "distance threshold": r"WHERE distance < %\(max\)s",
+    "re-sort a relaxed scan by distance + 0": r"ORDER BY distance \+ 0",
+    "websearch_to_tsquery": r"websearch_to_tsquery",
+    "ts_rank normalization": r"ts_rank\(to_tsvector\('english', doc\), q, 2\)",
+    "retrieval-augmented answer": r"pvc\.build_prompt\([\s\S]*pvc\.ask_llm\(",
+    "Chroma documents= and query_texts=": r"documents=[\s\S]*query_texts=\[",
 }
 
 
@@ -71,13 +100,43 @@ def lesson_text() -> str:
     return "\n".join(_sources(nbformat.read(path, as_version=4)) for path in LESSONS)
 
 
-def test_the_nine_lessons_exist():
+def test_the_thirteen_lessons_exist():
     names = [path.stem for path in LESSONS]
     assert names == [
         "01_why_postgres", "02_storing_embeddings", "03_distance_operators", "04_nearest_neighbours",
         "05_indexing", "06_hybrid_search", "07_beyond_the_basics", "08_alternatives_chromadb",
-        "09_quick_reference",
+        "09_tools_you_already_use", "10_fresh_embeddings", "11_production_indexes", "12_rag_answers",
+        "13_quick_reference",
     ]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_lesson_has_one_to_three_practice_checks(path):
+    code = _sources(nbformat.read(path, as_version=4), "code")
+    tasks = re.findall(r"pvc\.check\(\"([\w.]+)\"", code)
+    assert 1 <= len(tasks) <= 3, f"{path.name}: {len(tasks)} practice cells"
+    assert all(t in practice.TASKS for t in tasks), tasks
+
+
+def test_every_practice_task_is_used_in_one_lesson():
+    used = [t for path in LESSONS for t in re.findall(r"pvc\.check\(\"([\w.]+)\"",
+                                                       _sources(nbformat.read(path, as_version=4), "code"))]
+    assert sorted(used) == sorted(practice.TASKS)
+
+
+# A vector type with a number in a lesson's code cell is a dimension someone typed; it is wrong for the
+# other embedder. Size types from the embedder (vector({embedder.dim})) or a named constant. (Exercise
+# 2's contract is the tutorial's 10,000 x 1536 random vectors, whatever the embedder; the solutions are
+# proven with both embedders by tests/test_either_embedder.py.)
+TYPED_DIMENSION = re.compile(r"\b(?:vector|halfvec|bit|sparsevec)\(\d+\)", re.I)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_no_code_cell_types_a_dimension(path):
+    nb = nbformat.read(path, as_version=4)
+    typed = [(i, m) for i, c in enumerate(nb.cells, 1) if c.cell_type == "code"
+             for m in TYPED_DIMENSION.findall(c.source)]
+    assert typed == [], f"{path.name}: dimensions typed into code cells (cell, type): {typed}"
 
 
 @pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -213,7 +272,8 @@ def test_outputs_hold_no_raw_reprs(path):
     assert noisy == [], f"cells {noisy} show a cursor or Decimal repr"
 
 
-# pvc.check grades an exercise task, so the exercises are where it is used (every one of them).
+# pvc.check grades an exercise task, so the exercises are where it is used (every one of them); lessons
+# use it for their practice cells (tested above).
 EXERCISE_HELPERS = {"check"}
 
 
