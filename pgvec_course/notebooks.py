@@ -117,8 +117,16 @@ def stderr_cells(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
     return found
 
 
-def run(path: str | Path, *, timeout: int = 300) -> float:
-    """Execute a notebook in place, stamp it and save it; raise NotebookError if a cell fails."""
+def execute(
+    path: str | Path, *, env: dict[str, str] | None = None, timeout: int = 300
+) -> nbformat.NotebookNode:
+    """Execute a notebook top to bottom in a fresh kernel of this environment; return it, unsaved.
+
+    `env` is the kernel's environment (default: this process's, made offline: the local
+    embedder, no API key).
+    A cell that raises leaves its error output in the notebook (see `error_cells`); a cell that
+    runs out of time, or a kernel that dies, raises NotebookError.
+    """
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
@@ -141,18 +149,27 @@ def run(path: str | Path, *, timeout: int = 300) -> float:
         nb, km=km, timeout=timeout, record_timing=False, allow_errors=False,
         resources={"metadata": {"path": str(path.resolve().parent)}},
     )
-    started = time.perf_counter()
     try:
-        client.execute(env=_offline_env(), stderr=subprocess.DEVNULL)
+        client.execute(env=_offline_env() if env is None else env, stderr=subprocess.DEVNULL)
     except CellTimeoutError:
         number = _current_cell(nb)
         raise NotebookError(f"{path}: cell {number} did not finish within {timeout} s "
-                            f"({_head(nb, number)}); notebook not saved") from None
+                            f"({_head(nb, number)})") from None
     except DeadKernelError:
-        raise NotebookError(f"{path}: the kernel died while running cell {_current_cell(nb)}; "
-                            "notebook not saved") from None
+        raise NotebookError(f"{path}: the kernel died while running cell {_current_cell(nb)}") from None
     except CellExecutionError:
-        pass  # reported below from the error output, which names the cell
+        pass  # the error output names the cell
+    return nb
+
+
+def run(path: str | Path, *, timeout: int = 300) -> float:
+    """Execute a notebook in place, stamp it and save it; raise NotebookError if a cell fails."""
+    path = Path(path)
+    started = time.perf_counter()
+    try:
+        nb = execute(path, timeout=timeout)
+    except NotebookError as exc:
+        raise NotebookError(f"{exc}; notebook not saved") from None
     errors = error_cells(nb)
     if errors:
         number, what = errors[0]

@@ -109,7 +109,8 @@ def _production_partial(ctx: Context, index_name: Any) -> str:
         raise NotYet(f"its WHERE is {predicate}; the queries to serve filter on category = 'support'")
     from ..search import explain
 
-    q = np.random.default_rng(1).standard_normal(ctx.embedder.dim).astype(np.float32)
+    dims = ctx.conn.execute("SELECT vector_dims(embedding) FROM production_items LIMIT 1").fetchone()[0]
+    q = np.random.default_rng(1).standard_normal(dims).astype(np.float32)
     plan = explain(ctx.conn, "SELECT id FROM production_items WHERE category = 'support' "
                              "ORDER BY embedding <=> %s LIMIT 10", (q,))
     if index_name not in plan.index_names:
