@@ -17,6 +17,9 @@ from openai_stub import OpenAIStub
 from psycopg.conninfo import make_conninfo
 
 from pgvec_course import db, notebooks
+from pgvec_course.corpus import load_passages, load_queries
+from pgvec_course.embed import get_embedder
+from pgvec_course.store import document_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "lessons").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -42,6 +45,15 @@ def openai_env(tmp_path_factory):
             PGVEC_CACHE_DIR=str(tmp_path_factory.mktemp("openai-cache")),
             PYDEVD_DISABLE_FILE_VALIDATION="1",
         )
+        # The local model's vectors of the corpus ship with the package; OpenAI's are fetched here
+        # once, in a few batched requests, as a learner's first lesson would, instead of one question
+        # at a time in every kernel.
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PGVEC_EMBEDDER", "PGVEC_CACHE_DIR"):
+                patch.setenv(name, env[name])
+            passages = load_passages()
+            get_embedder(quiet=True).embed([document_text(p.title, p.content) for p in passages]
+                                           + [p.content for p in passages] + [q.query for q in load_queries()])
         yield env, stub
     with db.connect() as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
