@@ -52,8 +52,8 @@ def openai_env(tmp_path_factory):
             for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PGVEC_EMBEDDER", "PGVEC_CACHE_DIR"):
                 patch.setenv(name, env[name])
             passages = load_passages()
-            get_embedder(quiet=True).embed([document_text(p.title, p.content) for p in passages]
-                                           + [p.content for p in passages] + [q.query for q in load_queries()])
+            texts = [document_text(p.title, p.content) for p in passages] + [p.content for p in passages]
+            get_embedder(quiet=True).embed(texts + [q.query for q in load_queries()])
         yield env, stub
     with db.connect() as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
