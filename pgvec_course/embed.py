@@ -275,7 +275,7 @@ def get_embedder(kind: str | None = None, *, cache: bool = True, quiet: bool = F
         embedder = _local_embedder()
         line = f"local {embedder.name} ({embedder.dim} dims, offline)"
     elif kind == "openai":
-        embedder = OpenAIEmbedder()
+        embedder = _openai_embedder(s.openai_model, s.openai_api_key, s.openai_base_url)
         line = f"OpenAI {embedder.name} ({embedder.dim} dims)"
     else:
         raise ValueError(f"unknown embedder {kind!r}; use 'openai' or 'local' (or unset PGVEC_EMBEDDER)")
@@ -291,3 +291,10 @@ def get_embedder(kind: str | None = None, *, cache: bool = True, quiet: bool = F
 @lru_cache(maxsize=1)
 def _local_embedder() -> LocalEmbedder:
     return LocalEmbedder()
+
+
+@lru_cache(maxsize=4)
+def _openai_embedder(model: str, key: str | None, base_url: str | None) -> OpenAIEmbedder:
+    # One client per model, key and server, as for the local model: building one takes about 0.1 s,
+    # and every search and hybrid query asks for the embedder (a lesson's evaluation, a thousand times).
+    return OpenAIEmbedder(model)

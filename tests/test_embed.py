@@ -337,3 +337,13 @@ def test_cache_with_local_model(env, local, tmp_path):
     np.testing.assert_array_equal(cached.embed(texts[::-1]), local.embed(texts)[::-1])
     assert (cached.hits, cached.misses) == (2, 2)
     assert (tmp_path / "own.sqlite").exists()
+
+
+def test_the_openai_embedder_is_built_once_per_model_key_and_server(stub, env):
+    first, again = get_embedder("openai", quiet=True), get_embedder("openai", quiet=True)
+    assert first.inner is again.inner and isinstance(first.inner, OpenAIEmbedder)
+    env.setenv("OPENAI_BASE_URL", stub.url + "/")
+    assert get_embedder("openai", quiet=True).inner is not first.inner
+    env.delenv("OPENAI_API_KEY")
+    with pytest.raises(RuntimeError, match="needs OPENAI_API_KEY"):
+        get_embedder("openai", quiet=True)
