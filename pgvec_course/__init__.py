@@ -54,6 +54,7 @@ _EXPORTS = {
     "sqlalchemy_url": "tools",
     "scratch_database": "tools",
     "drop_database": "tools",
+    "extension_allowed": "tools",
     "run_tool": "tools",
     "watch_index_build": "progress",
     "build_prompt": "rag",

@@ -21,7 +21,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import db
 
-__all__ = ["sqlalchemy_url", "scratch_database", "drop_database", "pg_tool", "run_tool", "ToolRun"]
+__all__ = ["sqlalchemy_url", "scratch_database", "drop_database", "extension_allowed", "pg_tool", "run_tool",
+           "ToolRun"]
 
 _CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
 _SHOWN_LINES = 12
@@ -72,6 +73,22 @@ def scratch_database(name: str, *, extension: bool = False) -> str:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return url
+
+
+def extension_allowed(url: str) -> bool:
+    """Return whether this role may create the vector extension in the database at `url` (nothing is kept).
+
+    A superuser may; so may a database owner when pgvector is already in the template the database
+    was copied from. A managed service's role usually may not: its admin creates the extension.
+    """
+    with psycopg.connect(url) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+        finally:
+            conn.rollback()  # only a test: the database is left as it was
+    return True
 
 
 def drop_database(name: str) -> None:

@@ -173,3 +173,21 @@ def test_a_build_that_outgrows_its_memory_says_so(conn):
     [notice] = build.notices
     assert notice.startswith("hnsw graph no longer fits into maintenance_work_mem after ")
     assert str(build).splitlines()[-1] == f"notice: {notice}"
+
+
+def test_whether_the_extension_can_be_created_in_a_new_database(scratch):
+    url = tools.scratch_database(scratch[0])
+    assert tools.extension_allowed(url) is True  # the built-in server's role is a superuser
+    with psycopg.connect(url) as conn:  # and the check left nothing behind
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
+
+
+def test_a_managed_role_may_not_create_the_extension_in_a_new_database(managed_server, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", managed_server.url)
+    name = f"pgvec_tools_managed_{os.getpid()}"
+    try:
+        url = tools.scratch_database(name)  # CREATEDB: the database is made
+        assert tools.extension_allowed(url) is False
+        assert tools.extension_allowed(managed_server.url) is True  # the admin created it there
+    finally:
+        tools.drop_database(name)
