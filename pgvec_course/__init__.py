@@ -56,7 +56,7 @@ _EXPORTS = {
     "drop_database": "tools",
     "extension_allowed": "tools",
     "run_tool": "tools",
-    "watch_index_build": "progress",
+    "watch_index_build": "index_build",
     "build_prompt": "rag",
     "ask_llm": "rag",
     "llm_available": "rag",

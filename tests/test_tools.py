@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgvec_course import tools
-from pgvec_course.progress import watch_index_build
+from pgvec_course.index_build import watch_index_build
 from pgvec_course.store import copy_vectors
 
 SCRATCH = f"pgvec_tools_test_{os.getpid()}"
