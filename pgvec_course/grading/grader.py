@@ -29,7 +29,10 @@ _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
 class Options:
     """How to grade: `exercise` overrides the notebooks' metadata; None timeouts use the exercise's.
 
-    `sandboxed=False` (`--trust-submissions`) runs kernels without bubblewrap, as the grader's user.
+    `sandboxed=False` (`--trust-submissions`) runs kernels without bubblewrap, as the grader's user;
+    with `own_uid` too, as an unused uid instead (a root grader in a container that cannot run
+    bubblewrap: Gradescope's). `public_checks` also scores the notebook's own checks (public
+    inputs) of questions graded on hidden inputs, apart from the score (`Submission.public`).
     """
 
     exercise: str | None = None
@@ -38,6 +41,8 @@ class Options:
     caps: limits.Caps = field(default_factory=limits.Caps)
     sandboxed: bool = True
     hidden: Path | None = None  # folder of the hidden tests (default: hidden.default_folder())
+    own_uid: bool = False
+    public_checks: bool = False
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Submission:
     timings: dict[str, float] = field(default_factory=dict)
     reproducibility: dict[str, str] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)
+    public: list[dict[str, Any]] = field(default_factory=list)  # Options.public_checks: not in the score
 
 
 def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.NotebookNode, Exercise] | None:
@@ -85,17 +91,17 @@ def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.Noteb
     return nb, exercise
 
 
-def kernel_env(url: str, folder: Path, *, sandboxed: bool) -> dict[str, str]:
+def kernel_env(url: str, folder: Path, *, sandboxed: bool, own_uid: bool = False) -> dict[str, str]:
     """Return the environment of a submission's kernel: its own database, offline, no secrets.
 
-    In the sandbox it is built from nothing, and is all the kernel gets; a trusted kernel gets the
-    grader's own, scrubbed.
+    In the sandbox, or as a uid of its own, it starts empty; a trusted kernel gets the grader's, scrubbed.
     """
-    if sandboxed:
+    if sandboxed or own_uid:
         path = [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        # Without the sandbox's private home, the kernel's own folder is the one place it may write.
         env = {"PATH": os.pathsep.join(path),
-               "HOME": sandbox.Layout().home, "USER": "learner", "LOGNAME": "learner", "LANG": "C.UTF-8",
-               "TMPDIR": "/tmp"}
+               "HOME": sandbox.Layout().home if sandboxed else str(folder), "USER": "learner",
+               "LOGNAME": "learner", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
     else:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
     env.update(DATABASE_URL=url, PGVEC_EMBEDDER="local", PGVEC_CACHE_DIR=str(folder / ".cache"),
@@ -137,9 +143,11 @@ def grade_one(learner: str, path: Path, options: Options, seed: Path | None = No
     timeout = options.timeout or exercise.timeout
     cell_timeout = min(options.cell_timeout or timeout, timeout)
     try:
-        with workspace.workspace(caps=options.caps, sandboxed=options.sandboxed) as ws:
+        space = workspace.workspace(caps=options.caps, sandboxed=options.sandboxed, own_uid=options.own_uid)
+        with space as ws:
             try:
-                _run_and_score(sub, nb, tests, ws, seed, timeout=timeout, cell_timeout=cell_timeout)
+                _run_and_score(sub, nb, tests, ws, seed, timeout=timeout, cell_timeout=cell_timeout,
+                               public=options.public_checks)
             finally:
                 ws.kill()
             sub.sandbox = _sandbox_report(ws)
@@ -150,7 +158,8 @@ def grade_one(learner: str, path: Path, options: Options, seed: Path | None = No
 
 
 def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.HiddenTests,
-                   ws: workspace.Workspace, seed: Path | None, *, timeout: int, cell_timeout: int) -> None:
+                   ws: workspace.Workspace, seed: Path | None, *, timeout: int, cell_timeout: int,
+                   public: bool = False) -> None:
     exercise = tests.exercise
     folder = ws.kernel_dir
     if seed is not None:  # a copy per kernel: one submission cannot poison another's cache
@@ -160,7 +169,7 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.Hid
             for item in (folder / ".cache", folder / ".cache" / "embeddings.sqlite"):
                 os.chown(item, ws.kernel_uid, ws.kernel_uid)
     with databases.submission_database(ws, statement_timeout=cell_timeout) as server:
-        env = kernel_env(server.url, folder, sandboxed=ws.sandboxed)
+        env = kernel_env(server.url, folder, sandboxed=ws.sandboxed, own_uid=ws.kernel_uid is not None)
         files = {} if ws.kernel_uid is None else \
             sandbox.identity(ws.root / "kernel-id", ws.kernel_uid, name="learner", home=env["HOME"])
         layout = sandbox.Layout(writable=[folder], readable=[*sandbox.python_paths(), ws.socket_dir],
@@ -168,7 +177,7 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.Hid
         kernel = runner.Kernel(folder=folder, env=env, uid=ws.kernel_uid, log=ws.root / "kernel.log",
                                wrap=lambda argv: ws.wrap(argv, layout))
         # Hidden inputs are in the probes, which run only after the learner's cells that they need.
-        probes = tests.probes()
+        probes = tests.probes() | (public_probes(tests) if public else {})
         needs = {q.id: q.needs for q in exercise.questions}
         def stop() -> None:  # over a cap: end the kernel and its queries, keep the database to score
             ws.kill_kernel()
@@ -194,7 +203,8 @@ def _sandbox_report(ws: workspace.Workspace) -> dict[str, Any]:
     if ws.cgroup is not None:
         ws.peak.update(ws.cgroup.usage())
     return {
-        "isolation": "bubblewrap" if ws.sandboxed else "none (--trust-submissions)",
+        "isolation": "bubblewrap" if ws.sandboxed else "its own uid, no bubblewrap (the container is the "
+                     "sandbox)" if ws.kernel_uid is not None else "none (--trust-submissions)",
         "limits": ws.enforcement,
         "caps": {"memory_bytes": caps.memory, "disk_bytes": caps.disk, "tasks": caps.processes,
                  "cpu_seconds": caps.cpu_seconds},
@@ -247,7 +257,20 @@ def _score(sub: Submission, tests: hidden.HiddenTests, run: runner.Execution, ur
                         f"{first.feedback} (scored right after cell {early.after_cell}, where it is "
                         f"defined; at the end of the notebook it scored {outcome.points:g}: {broke})"))
             sub.questions.append(_question_record(q, outcome, probe))
+        for q in exercise.questions:  # the notebook's own checks, when asked for: not in the score
+            probe = run.probes.get(PUBLIC.format(q.id))
+            if probe is not None:
+                sub.public.append(_question_record(q, _score_probe(q, q.public, probe, run, ctx), probe))
     sub.score = round(sum(q["points"] for q in sub.questions), 2)
+
+
+PUBLIC = "{}:public"  # the probe of a question's public check, beside its graded one
+
+
+def public_probes(tests: hidden.HiddenTests) -> dict[str, str]:
+    """Return the probes of the public checks of questions whose graded inputs are hidden."""
+    return {PUBLIC.format(q.id): q.probe(q.public, grading=True) for q in tests.exercise.questions
+            if q.public is not None and tests.inputs[q.id] is not None}
 
 
 def _question_record(q, outcome: Outcome, probe: runner.Probe | None) -> dict[str, Any]:

@@ -74,10 +74,12 @@ class Workspace:
         if self.cgroup is not None:
             self.cgroup.kill()
         _kill_naming(self.root)
+        _kill_uids({self.kernel_uid, self.server_uid})
 
     def kill_kernel(self) -> None:
         """SIGKILL the kernel's sandbox (and so everything in it), leaving the database for scoring."""
         _kill_naming(self.kernel_dir)
+        _kill_uids({self.kernel_uid})
 
     def disk_use(self) -> tuple[int, int]:
         """Return the bytes and the files the folder holds now (database, WAL, anything written there)."""
@@ -102,6 +104,24 @@ def _kill_naming(path: Path) -> None:
                 proc.kill()
 
 
+def _kill_uids(uids: set[int | None]) -> None:
+    import psutil
+
+    # Without a PID namespace (no bubblewrap), a daemon that renamed itself still has the uid no
+    # one else uses: kill its processes until none is left (a fork loop is bounded by RLIMIT_NPROC).
+    uids.discard(None)
+    for _ in range(100 if uids else 0):
+        found = False
+        for proc in psutil.process_iter(["uids"]):
+            with suppress(psutil.Error, TypeError):
+                if uids & {proc.info["uids"].real, proc.info["uids"].effective}:
+                    proc.kill()
+                    found = True
+        if not found:
+            return
+        time.sleep(0.01)
+
+
 def _base() -> Path:
     if SHM.is_dir() and os.access(SHM, os.W_OK):
         if shutil.disk_usage(SHM).free >= 4 * limits.GiB:  # two submissions at their 2 GB disk cap
@@ -110,8 +130,11 @@ def _base() -> Path:
 
 
 @contextmanager
-def workspace(*, caps: limits.Caps, sandboxed: bool) -> Iterator[Workspace]:
-    """Create a submission's workspace (folder, uids, cgroup); remove all of it afterwards."""
+def workspace(*, caps: limits.Caps, sandboxed: bool, own_uid: bool = False) -> Iterator[Workspace]:
+    """Create a submission's workspace (folder, uids, cgroup); remove all of it afterwards.
+
+    `own_uid` gives an unsandboxed kernel an unused uid all the same (the grader must be root).
+    """
     token = secrets.token_hex(4)
     root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{token}-", dir=_base()))
     ws = Workspace(root=root, caps=caps, sandboxed=sandboxed)
@@ -119,7 +142,8 @@ def workspace(*, caps: limits.Caps, sandboxed: bool) -> Iterator[Workspace]:
         if not sandboxed and os.geteuid() == 0:
             root.chmod(0o711)  # Postgres, as its own uid, reaches its folders directly
         if os.geteuid() == 0:  # a trusted kernel runs as root, as the grader does; Postgres never may
-            ws.kernel_uid, ws.server_uid = sandbox.pick_uid() if sandboxed else None, sandbox.pick_uid()
+            ws.kernel_uid = sandbox.pick_uid() if sandboxed or own_uid else None
+            ws.server_uid = sandbox.pick_uid()
         for path, uid in ((ws.kernel_dir, ws.kernel_uid), (ws.data_dir, ws.server_uid),
                           (ws.socket_dir, ws.server_uid)):
             path.mkdir(mode=0o700)
