@@ -99,6 +99,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # Instructors' commands live with the grading code; each module defines add_parser(subparsers).
 _PLUGINS: tuple[str, ...] = (
     "pgvec_course.grading.generate", "pgvec_course.grading.release", "pgvec_course.grading.batch",
+    "pgvec_course.grading.gradescope",
     "pgvec_course.bench.__main__",
 )
 
