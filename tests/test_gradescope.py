@@ -133,7 +133,9 @@ def autograder(zipped):
     root = Path(tempfile.mkdtemp(prefix="pvc-gradescope-"))
     root.chmod(0o755)
     try:
-        subprocess.run(["unzip", "-q", str(zipped), "-d", str(root / "source")], check=True)
+        with zipfile.ZipFile(zipped) as archive:  # as unzip does: the files' modes too
+            for info in archive.infolist():
+                os.chmod(archive.extract(info, root / "source"), info.external_attr >> 16 & 0o777)
         shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
         started = time.monotonic()
         # Offline, from the wheelhouse; bytecode is left uncompiled to save time (Gradescope compiles).
@@ -245,6 +247,8 @@ def attempt(name, action):
     except OSError as e:
         tried[name] = type(e).__name__
 attempt("read the hidden tests", lambda: open(root + "/source/hidden/01_knowledge_base.py").read())
+attempt("read the submission's metadata", lambda: open(root + "/submission_metadata.json").read())
+attempt("list the submission", lambda: os.listdir(root + "/submission"))
 attempt("read the grader's password", lambda: open(root + "/pgvec-course/data/grader-password").read())
 attempt("write the results", lambda: open(root + "/results/results.json", "w").write('{{"score": 99}}'))
 attempt("read the grader's environment", lambda: open(f"/proc/{{os.getppid()}}/environ").read())
@@ -263,12 +267,15 @@ def test_as_its_own_uid_a_notebook_cannot_reach_the_hidden_tests_nor_forge_the_r
     nb = nbformat.read(KB / "correct.ipynb", as_version=4)
     attack = ATTACK.format(root=str(autograder), marker=str(marker), log=str(log))
     nb.cells.append(nbformat.v4.new_code_cell(attack))
+    # Gradescope's own file: who submitted, and earlier submissions' results (hidden tests' output too).
+    (autograder / "submission_metadata.json").write_text('{"previous_submissions": []}')
     try:
         data = _run(autograder, nb, isolation="uid")
         written = (autograder / "results" / "results.json").read_bytes()
         time.sleep(6)  # the daemon would strike 4 s after its cell ran
         assert json.loads(log.read_text()) == {
-            "read the hidden tests": "PermissionError", "read the grader's password": "PermissionError",
+            "read the hidden tests": "PermissionError", "read the submission's metadata": "PermissionError",
+            "list the submission": "PermissionError", "read the grader's password": "PermissionError",
             "write the results": "PermissionError", "read the grader's environment": "PermissionError",
             "signal the grader": "PermissionError"}
         assert data["score"] == 10.0

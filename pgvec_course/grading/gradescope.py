@@ -76,8 +76,11 @@ chmod -R go-rwx "$SOURCE"  # the hidden tests are root's alone
 '''
 RUN_AUTOGRADER = '''#!/usr/bin/env bash
 # pgvec-course's autograder: Gradescope runs this for each submission, as root, in a fresh container.
-''' + _ENV + '''mkdir -p "$ROOT/results"
-chmod 700 "$ROOT/results"
+''' + _ENV + '''mkdir -p "$ROOT/results" "$ROOT/submission"
+# Root's alone: the results, the submission (the grader reads the notebook, the kernel gets its cells)
+# and Gradescope's metadata, which holds earlier submissions' results, hidden tests' output included.
+chmod 700 "$ROOT/results" "$ROOT/submission"
+chmod 600 "$ROOT/submission_metadata.json" 2>/dev/null || true
 "$HOME_DIR/venv/bin/python" -m pgvec_course.grading.gradescope run --root "$ROOT"
 if [ ! -s "$ROOT/results/results.json" ]; then  # the grader itself failed: say so, score nothing
     echo '{"score": 0, "output": "The autograder failed before it could grade this submission; your' \\

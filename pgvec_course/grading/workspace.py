@@ -112,9 +112,10 @@ def _kill_uids(uids: set[int | None]) -> None:
     uids.discard(None)
     for _ in range(100 if uids else 0):
         found = False
-        for proc in psutil.process_iter(["uids"]):
-            with suppress(psutil.Error, TypeError):
-                if uids & {proc.info["uids"].real, proc.info["uids"].effective}:
+        for proc in psutil.process_iter(["uids", "status"]):
+            with suppress(psutil.Error, TypeError):  # a zombie does nothing more: its parent reaps it
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and \
+                        uids & {proc.info["uids"].real, proc.info["uids"].effective}:
                     proc.kill()
                     found = True
         if not found:
