@@ -37,7 +37,7 @@ from pathlib import Path
 
 import nbformat
 
-from pgvec_course.grading import grader, gradescope, limits, sandbox
+from pgvec_course.grading import batch, grader, gradescope, limits, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 KB = REPO / "tests" / "fixtures" / "submissions" / "kb"
@@ -99,7 +99,7 @@ def grade_class(subs: list[tuple[str, Path, str]], jobs: int) -> dict:
     kinds = {learner: kind for learner, _, kind in subs}
     with Load() as load:
         started = time.perf_counter()
-        results = grader.grade_batch([(learner, path) for learner, path, _ in subs],
+        results = batch.grade_batch([(learner, path) for learner, path, _ in subs],
                                      options=grader.Options(timeout=120), jobs=jobs, progress=False)
         wall = time.perf_counter() - started
     bad = [(r.learner, r.status, r.reason) for r in results if r.status != "graded"]
@@ -231,7 +231,7 @@ def main() -> None:
         raise SystemExit("run as root with bubblewrap (cgroups, a uid per kernel): like CI")
     folder = Path(tempfile.mkdtemp(prefix="pvc-class-"))
     subs = make_class(args.n, folder)
-    grader.prepare(grader.Options())
+    batch.prepare(grader.Options())
     counts = [f"{sum(k == kind for *_, k in subs)} {kind}" for kind in KINDS]
     print(f"{len(subs)} submissions: " + ", ".join(counts))
     passes = [grade_class(subs, jobs) for jobs in (1, 2)]

@@ -31,7 +31,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import HOME_DIR
 from ..questions import get_exercise
-from . import grader, hidden, release, report, sandbox
+from . import batch, grader, hidden, release, report, sandbox
 
 CONFIG = "pgvec-autograder.json"
 ISOLATION = ("auto", "bubblewrap", "uid")
@@ -278,7 +278,7 @@ def run(root: Path) -> dict:
         try:
             options = isolation_options(config["isolation"])
             options.exercise, options.hidden, options.public_checks = exercise.name, source / "hidden", True
-            [sub] = grader.grade_batch([("submission", path)], options=options, progress=False)
+            [sub] = batch.grade_batch([("submission", path)], options=options, progress=False)
         except Exception as exc:  # noqa: BLE001 - the learner gets a result and the instructor the cause
             sub.status, sub.reason = "error", f"the autograder failed: {type(exc).__name__}: {exc}"[:500]
     sub.timings["total"] = round(time.monotonic() - started, 2)
@@ -300,7 +300,7 @@ def setup(root: Path) -> None:
         print("kernels will run as a uid of their own, without bubblewrap (README: Gradescope)")
     if os.geteuid() == 0:
         _check_python_for_others()
-    grader.prepare(grader.Options(sandboxed=support.ok, own_uid=not support.ok))
+    batch.prepare(grader.Options(sandboxed=support.ok, own_uid=not support.ok))
     print("ready: the database template is made and the seed embeddings cached")
 
 
