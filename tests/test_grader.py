@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,8 +247,16 @@ def test_validate_flags_a_solution_that_loses_points(tmp_path):
                                  ("exercises", "01_kb", "never_ran_ask")):
         (tmp_path / folder).mkdir(exist_ok=True)
         shutil.copy(SUBMISSIONS / "kb" / f"{source}.ipynb", tmp_path / folder / f"{name}.ipynb")
+    # Full marks, but a provided cell fails in the grader's sandbox (as Task 6 of exercise 2 once did
+    # for want of shared memory): the learner's feedback would list an error that is not theirs.
+    nb = nbformat.read(SUBMISSIONS / "kb" / "correct.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("raise OSError('No space left on device')"))
+    nbformat.write(nb, tmp_path / "solutions" / "01_kb_raises.ipynb")
     checked = {sub.learner: problem for sub, problem in batch.validate(root=tmp_path, jobs=2)}
     assert checked["solution-01_kb"] == ""
+    cell = len(nb.cells)
+    assert checked["solution-01_kb_raises"] == \
+        f"a cell raised while graded (cell {cell}: OSError: No space left on device)"
     assert checked["solution-01_kb_l2"].startswith("scored 8, expected 10 (kb.ask: these look like L2")
     # An exercise must score zero: this one keeps the table code, so it does not.
     assert checked["exercise-01_kb"].startswith("scored 4, expected 0 (kb.table: 60 passages")

@@ -122,10 +122,14 @@ def validate(
         report.write_all(results, out)
     checked = []
     for sub in results:
-        want = sub.max if sub.learner.startswith("solution-") else 0.0
+        master = sub.learner.startswith("solution-")
+        want = sub.max if master else 0.0
         problem = ""
+        errors = sub.execution.get("errors") or []
         if sub.status != "graded":
             problem = f"status {sub.status}: {sub.reason}"
+        elif master and errors:  # full marks all the same, but the feedback would show an error not theirs
+            problem = f"a cell raised while graded ({'; '.join(errors)[:300]})"
         elif sub.score != want:
             failing = [f"{q['id']}: {q['feedback']}" for q in sub.questions if q["passed"] != (want > 0)]
             problem = f"scored {sub.score:g}, expected {want:g} ({'; '.join(failing)[:300]})"

@@ -169,8 +169,12 @@ def _layout(ws: Workspace, *, writable: list[Path]) -> sandbox.Layout:
     home = "/home/postgres"
     files = {} if ws.server_uid is None else \
         sandbox.identity(ws.root / "server-id", ws.server_uid, name="postgres", home=home)
+    # A parallel index build shares its work through POSIX shared memory (/dev/shm): an HNSW build
+    # on 10,000 x 1536 vectors asks for about 260 MB. Those pages count against the submission's
+    # memory cgroup, so /dev/shm may be as large as the memory cap.
     return sandbox.Layout(writable=writable, readable=readable, uid=ws.server_uid, files=files,
-                          env={"LANG": "C.UTF-8", "TZ": "UTC", "HOME": home}, tmp_bytes=64 * 2**20, home=home)
+                          env={"LANG": "C.UTF-8", "TZ": "UTC", "HOME": home}, tmp_bytes=64 * 2**20,
+                          shm_bytes=ws.caps.memory, home=home)
 
 
 @contextmanager

@@ -45,7 +45,8 @@ class Layout:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     uid: int | None = None  # switch to this uid and gid inside (the grader is root)
-    tmp_bytes: int = 256 * 2**20
+    tmp_bytes: int = 256 * 2**20  # each of /tmp and home
+    shm_bytes: int | None = None  # /dev/shm; None: tmp_bytes
     home: str = "/home/learner"
     files: dict[str, Path] = field(default_factory=dict)  # host files shown read-only at these paths
 
@@ -131,10 +132,11 @@ def command(argv: list[str], layout: Layout) -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev"]
     created = {Path("/"), Path("/dev"), Path("/proc")}
     bound = [root for root in SYSTEM if root.is_dir() and not root.is_symlink()]
-    size = str(layout.tmp_bytes)
-    for scratch in (Path("/tmp"), Path("/dev/shm"), Path(layout.home)):
+    shm = layout.tmp_bytes if layout.shm_bytes is None else layout.shm_bytes
+    for scratch, size in ((Path("/tmp"), layout.tmp_bytes), (Path("/dev/shm"), shm),
+                          (Path(layout.home), layout.tmp_bytes)):
         args += _parents(scratch, created, bound)
-        args += ["--perms", "1777", "--size", size, "--tmpfs", str(scratch)]
+        args += ["--perms", "1777", "--size", str(size), "--tmpfs", str(scratch)]
         created.add(scratch)
     mounts = [(p, "--bind") for p in layout.writable] + [(p, "--ro-bind") for p in layout.readable]
     for path, how in sorted(mounts, key=lambda m: len(m[0].parts)):
