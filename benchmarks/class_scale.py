@@ -37,7 +37,9 @@ from pathlib import Path
 
 import nbformat
 
-from pgvec_course.grading import batch, grader, gradescope, limits, sandbox
+from pgvec_course.authoring import gradescope
+from pgvec_course.grading import batch, grader
+from pgvec_course.isolation import limits, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 KB = REPO / "tests" / "fixtures" / "submissions" / "kb"
@@ -191,8 +193,8 @@ def autograder_root() -> Path:
     (root / "run_autograder").chmod(0o755)
     env = {**os.environ, "PGVEC_GRADER_DATA_DIR": str(root / "pgvec-course" / "data"),
            "PGVEC_CACHE_DIR": str(root / "pgvec-course" / "cache")}
-    subprocess.run(_reach_python([sys.executable, "-m", "pgvec_course.grading.gradescope", "setup", "--root",
-                                  str(root)], root), check=True, env=env, stdout=subprocess.DEVNULL)
+    setup = [sys.executable, "-m", "pgvec_course.authoring.gradescope", "setup", "--root", str(root)]
+    subprocess.run(_reach_python(setup, root), check=True, env=env, stdout=subprocess.DEVNULL)
     return root
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pgvec_course.grading import batch, databases, grader, limits, runner, sandbox, workspace
+from pgvec_course.grading import batch, grader, runner
+from pgvec_course.isolation import databases, limits, sandbox, workspace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "submissions" / "kb"
 

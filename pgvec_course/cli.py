@@ -76,7 +76,7 @@ def doctor() -> list[tuple[bool | None, str]]:
         checks.append((True, f"embedder: {emb.name} ({emb.dim} dims)"))
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         checks.append((False, f"embedder: {exc}"))
-    from .grading import sandbox
+    from .isolation import sandbox
 
     support = sandbox.support()
     # Learners never need it: a note, not a failure, where grading cannot be sandboxed.
@@ -96,10 +96,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(ok is False for ok, _ in checks) else 0
 
 
-# Instructors' commands live with the grading code; each module defines add_parser(subparsers).
+# Instructors' commands live with the authoring and grading code; each module defines add_parser(subparsers).
 _PLUGINS: tuple[str, ...] = (
-    "pgvec_course.grading.generate", "pgvec_course.grading.release", "pgvec_course.grading.batch",
-    "pgvec_course.grading.gradescope",
+    "pgvec_course.authoring.generate", "pgvec_course.authoring.release", "pgvec_course.grading.batch",
+    "pgvec_course.authoring.gradescope",
     "pgvec_course.bench.__main__",
 )
 

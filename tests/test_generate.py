@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from pgvec_course import cli
-from pgvec_course.grading.generate import MarkerError, generate, strip_solution, student_notebook
+from pgvec_course.authoring.generate import MarkerError, generate, strip_solution, student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))

@@ -18,7 +18,8 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import batch, grader, report, sandbox  # noqa: E402
+from pgvec_course.grading import batch, grader, report  # noqa: E402
+from pgvec_course.isolation import sandbox  # noqa: E402
 
 # Scores do not depend on the sandbox: without bubblewrap (never in CI, where test_sandbox and the
 # hostile batch insist on it) these tests grade trusted rather than fail.
@@ -212,7 +213,7 @@ def test_markdown_and_gradescope_files_show_the_rubric(grades):
 def test_nothing_outlives_the_batch(grades):
     import psutil
 
-    from pgvec_course.grading import workspace
+    from pgvec_course.isolation import workspace
 
     # Every process of a submission names its workspace (pgvec-course-<grader pid>-...) on its command line.
     mine = f"{workspace.PREFIX}{os.getpid()}-"

@@ -26,8 +26,10 @@ import nbformat
 import psutil
 import pytest
 
-from pgvec_course.grading import gradescope, hidden, release, sandbox
+from pgvec_course.authoring import gradescope, release
+from pgvec_course.grading import hidden
 from pgvec_course.grading.grader import Submission
+from pgvec_course.isolation import sandbox
 from pgvec_course.questions import get_exercise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import limits, sandbox, workspace  # noqa: E402
+from pgvec_course.isolation import limits, sandbox, workspace  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 PWNED = Path("/tmp/pvc_pwned")  # what the COPY ... TO PROGRAM in drop_others tries to create

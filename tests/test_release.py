@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgvec_course import cli, db
-from pgvec_course.grading.release import ReleaseError, leaks, release, secrets
+from pgvec_course.authoring.release import ReleaseError, leaks, release, secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = ROOT / "solutions" / "hidden"

@@ -19,7 +19,8 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import grader, report, sandbox, workspace  # noqa: E402
+from pgvec_course.grading import grader, report  # noqa: E402
+from pgvec_course.isolation import sandbox, workspace  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 # Without bubblewrap (never in CI) grade trusted: the gradebook does not depend on the sandbox.

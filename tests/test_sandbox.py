@@ -19,7 +19,8 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["PGVEC_GRADER_DATA_DIR"] = str(ROOT / ".pgdata-grader-test")
 
 from pgvec_course import cli  # noqa: E402
-from pgvec_course.grading import databases, grader, limits, sandbox, workspace  # noqa: E402
+from pgvec_course.grading import grader  # noqa: E402
+from pgvec_course.isolation import databases, limits, sandbox, workspace  # noqa: E402
 
 SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
 IS_ROOT = os.geteuid() == 0

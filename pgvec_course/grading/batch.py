@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from ..config import HOME_DIR
-from . import databases, hidden, limits, report, sandbox, workspace
+from ..isolation import databases, limits, sandbox, workspace
+from . import hidden, report
 from .grader import Options, Submission, grade_one, seed_cache
 
 

@@ -17,9 +17,10 @@ import nbformat
 
 from .. import __version__, db
 from ..config import settings
+from ..isolation import databases, limits, sandbox, workspace
 from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise
 from ..questions.scoring import blocked
-from . import culprits, databases, hidden, limits, runner, sandbox, workspace
+from . import culprits, hidden, runner
 
 # Environment variables a trusted (unsandboxed) kernel never inherits: API keys, other databases.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")

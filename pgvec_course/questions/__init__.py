@@ -1,7 +1,8 @@
 """The exercises' questions: what each exercise asks, its rubric, public inputs and how it is scored.
 
-The machinery that runs them (inline checks, the batch grader, the notebook generator) lives in
-`pgvec_course.grading`; the grader's hidden inputs live with the solution masters, not here.
+The machinery that runs them (inline checks, the batch grader) lives in `pgvec_course.grading`, the
+notebook generator in `pgvec_course.authoring`; the grader's hidden inputs live with the solution
+masters, not here.
 """
 
 from .spec import (

@@ -30,8 +30,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import HOME_DIR
+from ..grading import batch, grader, hidden, report
+from ..isolation import sandbox
 from ..questions import get_exercise
-from . import batch, grader, hidden, release, report, sandbox
+from . import release
 
 CONFIG = "pgvec-autograder.json"
 ISOLATION = ("auto", "bubblewrap", "uid")
@@ -72,7 +74,7 @@ mkdir -p "$HOME_DIR/data" "$HOME_DIR/cache"
 chmod 755 "$ROOT" "$HOME_DIR"  # a kernel's own uid runs the venv's Python
 chmod 700 "$HOME_DIR/data" "$HOME_DIR/cache"
 chmod -R go-rwx "$SOURCE"  # the hidden tests are root's alone
-"$HOME_DIR/venv/bin/python" -m pgvec_course.grading.gradescope setup --root "$ROOT"
+"$HOME_DIR/venv/bin/python" -m pgvec_course.authoring.gradescope setup --root "$ROOT"
 '''
 RUN_AUTOGRADER = '''#!/usr/bin/env bash
 # pgvec-course's autograder: Gradescope runs this for each submission, as root, in a fresh container.
@@ -81,7 +83,7 @@ RUN_AUTOGRADER = '''#!/usr/bin/env bash
 # and Gradescope's metadata, which holds earlier submissions' results, hidden tests' output included.
 chmod 700 "$ROOT/results" "$ROOT/submission"
 chmod 600 "$ROOT/submission_metadata.json" 2>/dev/null || true
-"$HOME_DIR/venv/bin/python" -m pgvec_course.grading.gradescope run --root "$ROOT"
+"$HOME_DIR/venv/bin/python" -m pgvec_course.authoring.gradescope run --root "$ROOT"
 if [ ! -s "$ROOT/results/results.json" ]; then  # the grader itself failed: say so, score nothing
     echo '{"score": 0, "output": "The autograder failed before it could grade this submission; your' \\
          'instructor can see why in its output.", "stdout_visibility": "hidden", "tests": []}' \\
@@ -345,8 +347,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `setup` or `run` for setup.sh and run_autograder: python -m pgvec_course.grading.gradescope."""
-    parser = argparse.ArgumentParser(prog="python -m pgvec_course.grading.gradescope")
+    """Run `setup` or `run` for setup.sh and run_autograder: python -m pgvec_course.authoring.gradescope."""
+    parser = argparse.ArgumentParser(prog="python -m pgvec_course.authoring.gradescope")
     parser.add_argument("step", choices=["setup", "run"])
     parser.add_argument("--root", type=Path, default=Path("/autograder"))
     args = parser.parse_args(argv)

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from ..config import HOME_DIR
+from ..grading.hidden import FOLDER
 from .generate import generate
-from .hidden import FOLDER
 
 # What a learner's copy holds: folders and top-level files of the course repository.
 INCLUDE = ("lessons", "exercises", "pgvec_course", "README.md", "Makefile", "pyproject.toml",
