@@ -38,7 +38,7 @@ start: $(STAMP) $(LAB_SETTINGS)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pgvec-course doctor
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 	$(if $(SERVERS),$(MAKE) --no-print-directory $(SERVERS:%=test-on-%))
 
 # A second server of the kind named (compose or managed), the tests above against it, then gone.
