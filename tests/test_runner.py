@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from pgvec_course.grading import runner
+from pgvec_course.grading import cells, channel, runner
 
 PROBE = "__pvc_result__ = {'total': total(), 'name': 'ok'}"
 
@@ -110,3 +112,40 @@ def test_results_of_odd_types_are_reported_not_trusted(tmp_path):
     run = _run(tmp_path, odd, "x = 1")
     assert run.probes["q"].data == {"total": [{"__type__": "Sneaky"}, None, [1, 2], {"3": "x"},
                                               {"__type__": "object"}], "name": "ok"}
+
+
+class _Finalizer:
+    def __del__(self):
+        time.sleep(0)  # a finalizer that lets another thread run, as sockets' and connections' do
+
+
+def test_two_grading_threads_read_answers_and_cells_at_once():
+    # --jobs 2 grades in threads; in Python 3.11 two syntax trees built at once could fail with
+    # "SystemError: AST constructor recursion depth mismatch", and a fair notebook scored `error`.
+    req = channel.request("__pvc_result__ = None")
+    answer = [{"id": i, "passage": f"text {i}", "distance": i / 7, "more": [[i, [i, (i, {"a": [1, [2]]})]]]}
+              for i in range(40)]
+    text = repr(req.nonce + repr(answer))  # as the kernel sends the probe's answer back
+    reply = {"user_expressions": {"answer": {"status": "ok", "data": {"text/plain": text}}}}
+    cell = "def ask(q):\n" + "".join(f"    row{i} = [q, {{'a': (q, [q])}}]\n" for i in range(150))
+    failures: list[str] = []
+
+    def keep(work, until):
+        while time.monotonic() < until:
+            for _ in range(100):
+                garbage = _Finalizer()
+                garbage.cycle = garbage  # freed by the collector, mid-parse of the other thread
+            try:
+                work()
+            except SystemError as exc:
+                failures.append(str(exc))
+
+    until = time.monotonic() + 3
+    threads = [threading.Thread(target=keep, args=(lambda: req.read(reply), until)),
+               threading.Thread(target=keep, args=(lambda: cells.is_check_cell(cell), until))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert req.read(reply) == answer
+    assert failures == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from . import culprits
+from . import _syntax, culprits
 
 
 def is_check_cell(source: str) -> bool:
@@ -15,7 +15,7 @@ def is_check_cell(source: str) -> bool:
     if source.lstrip().startswith("### HIDDEN"):
         return True
     try:
-        body = ast.parse(source).body
+        body = _syntax.parse(source).body
     except (SyntaxError, ValueError):
         return False
     return bool(body) and all(

@@ -13,12 +13,12 @@ grader scores every answer against references it computes itself.
 
 from __future__ import annotations
 
-import ast
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from ..questions.spec import RESULT_NAME
+from . import _syntax
 
 LIMIT = 8_000_000  # characters of one encoded result
 
@@ -70,13 +70,13 @@ class Request:
         if not isinstance(text, str) or len(text) > LIMIT:
             raise ValueError("the answer was missing or too large")
         try:
-            answer = ast.literal_eval(text)
+            answer = _syntax.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise Tampered("the answer came back in a form the grader's probe never writes") from None
         if not isinstance(answer, str) or not answer.startswith(self.nonce):
             raise Tampered("the answer did not come from the grader's probe")
         try:
-            return ast.literal_eval(answer[len(self.nonce):])
+            return _syntax.literal_eval(answer[len(self.nonce):])
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise Tampered("the answer was not what the grader's probe writes") from None
 

@@ -7,10 +7,12 @@ from collections.abc import Iterable
 
 import nbformat
 
+from . import _syntax
+
 
 def _parse(source: str) -> ast.Module | None:
     try:
-        return ast.parse(source)
+        return _syntax.parse(source)
     except SyntaxError:
         return None
 
