@@ -121,9 +121,10 @@ def test_scratch_space_is_capped_and_private(tmp_path):
                           "others": os.listdir("/tmp")}))
     """, tmp_path / "box", tmp_bytes=16 * 2**20)
     assert (found["tmp"], found["home"]) == ("No space left on device", "No space left on device")
-    # Only what it wrote, and the way to its own folder when pytest keeps that in /tmp.
-    way = [tmp_path.parts[2]] if tmp_path.parts[1] == "tmp" else []
-    assert found["others"] == sorted(["big", *way])
+    # Only what it wrote, and the way to the folders shown to it that live in /tmp: its own (pytest's
+    # tmp_path) and the virtualenv, in a checkout cloned into /tmp.
+    way = {p.parts[2] for p in (tmp_path, *sandbox.python_paths()) if p.parts[1:2] == ("tmp",)}
+    assert sorted(found["others"]) == sorted({"big", *way})
 
 
 def test_every_process_dies_with_the_sandbox(tmp_path):
