@@ -263,6 +263,41 @@ def test_kb_hidden_questions_come_from_the_learners_passages(conn, embedder, pas
                                                "did a later cell change the table? (3 of 4 inputs passed)")
 
 
+def test_kb_grader_reads_and_embeds_at_most_max_text_of_a_huge_passage(conn, embedder, passages):
+    from pathlib import Path
+
+    from pgvec_course.grading import hidden
+    from pgvec_course.questions import knowledge_base as kb
+    from pgvec_course.questions.tables import MAX_TEXT
+
+    # 4 MB passages compress to a few kB in the table, but a grader that embedded them whole spent
+    # minutes and gigabytes outside the submission's caps (hostile/huge_passages.ipynb).
+    make_kb(conn, embedder, passages[:60])
+    conn.execute("INSERT INTO kb_passages SELECT 100000 + g, 'lorem ' || repeat('x', 100000), "
+                 "repeat('lorem ipsum dolor sit amet ', 150000), 'junk', (SELECT embedding FROM kb_passages "
+                 "ORDER BY id LIMIT 1) FROM generate_series(1, 5) g")
+    seen: list[int] = []
+
+    class Recording:
+        name, dim = embedder.name, embedder.dim
+
+        def embed(self, texts):
+            texts = list(texts)
+            seen.extend(len(t) for t in texts)
+            return embedder.embed(texts)
+
+    ctx = Context(conn, Recording())
+    table = kb.score_table({}, ctx, None)
+    assert (table.points, table.feedback.split(":")[0]) == (
+        3.88, "5 of 65 rows' embeddings are not all-MiniLM-L6-v2's vector of their content "
+              "(passage 100001, for one)")
+    derive = hidden.load(get_exercise("01_knowledge_base"), Path(__file__).parents[1] / "solutions/hidden")
+    questions = kb.questions_for(ctx, derive.inputs["kb.ask"])
+    assert max(len(q) for q in questions) <= MAX_TEXT + 100
+    kb.score_ask({"calls": [], "inputs": questions}, ctx, derive.inputs["kb.ask"])
+    assert len(seen) > 65 and max(seen) == MAX_TEXT
+
+
 # --- exercise 2 -------------------------------------------------------------------------------
 
 

@@ -233,6 +233,18 @@ def test_find_submissions_reads_files_and_learner_folders(tmp_path):
         batch.find_submissions([tmp_path / "missing"])
 
 
+def test_learners_of_the_same_name_never_share_a_report(tmp_path):
+    # "ada" twice and an "ada-2": numbering the second "ada" as "ada-2" once made two learners
+    # write the same ada-2.json, and one of them vanished from grades.csv.
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "ada.ipynb").write_text("{}")
+    (tmp_path / "two" / "ada-2.ipynb").write_text("{}")
+    got = batch.find_submissions([tmp_path / "one", tmp_path / "two"])
+    assert got == [("ada", tmp_path / "one" / "ada.ipynb"), ("ada-2", tmp_path / "two" / "ada-2.ipynb"),
+                   ("ada-3", tmp_path / "two" / "ada.ipynb")]
+
+
 def test_a_notebook_without_an_exercise_is_not_gradable(tmp_path):
     nb = json.loads((SUBMISSIONS / "kb" / "correct.ipynb").read_text())
     del nb["metadata"]["pgvec_course"]

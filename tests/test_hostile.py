@@ -75,6 +75,9 @@ EXPECTED = {
     "steers_grader": ("graded", 10, "the 3 nearest passages"),  # the grader's session is its own
     "answer_key": ("graded", 4, NOT_YET),  # neither the package nor the sandbox holds hidden tests
     "wal_growth": ("graded", 10, "the 3 nearest passages"),
+    # Red-team pass (h7): 20 passages of 4 MB cost the grader 6 s and 700 MB to score before it read
+    # 20,000 characters of each; they earn what their wrong vectors earn, no more.
+    "huge_passages": ("graded", 8.62, "these are the nearest by the vectors stored in kb_passages"),
 }
 
 

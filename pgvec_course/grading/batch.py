@@ -34,11 +34,17 @@ def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
                 notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
                 if notebooks:  # a folder per learner (an LMS export): the folder names the learner
                     found.append((entry.name, notebooks[0] if len(notebooks) == 1 else entry))
-    seen: dict[str, int] = {}
+    # A name seen again gets the first free suffix: "ada", "ada" and "ada-2" must not share files.
+    taken = {learner for learner, _ in found}
+    used: set[str] = set()
     unique = []
     for learner, nb in found:
-        seen[learner] = seen.get(learner, 0) + 1
-        unique.append((learner if seen[learner] == 1 else f"{learner}-{seen[learner]}", nb))
+        name, n = learner, 1
+        while name in used or (n > 1 and name in taken):
+            n += 1
+            name = f"{learner}-{n}"
+        used.add(name)
+        unique.append((name, nb))
     return unique
 
 

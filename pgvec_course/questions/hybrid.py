@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from psycopg import sql
 
 from . import fusion
 from .probes import build_probe, literal_args, table_probe
@@ -27,7 +28,15 @@ from .scoring import (
     share_found,
 )
 from .spec import Context, Exercise, Outcome, Part, Question
-from .tables import column_type, corpus_reference, cosine_distances, row_matches, table_problem, verified_rows
+from .tables import (
+    column_type,
+    corpus_reference,
+    cosine_distances,
+    row_matches,
+    table_problem,
+    text_column,
+    verified_rows,
+)
 
 TABLE = "kb_passages"
 COLUMNS = ("id", "title", "content", "category", "embedding", "tsv")
@@ -57,22 +66,25 @@ def _score_table(data: Any, ctx: Context) -> Outcome:
     result: PartResults = full("passages", "embeddings", "tsv", "gin")
     result["committed"] = committed(data)
     corpus = corpus_reference(ctx)
-    have = dict(conn.execute(f"SELECT id::int8, content FROM {TABLE}").fetchall())
-    if not have:
-        result["committed"] = (0.0, f"{TABLE} is empty: nothing was stored")
     wanted = dict(zip(corpus.ids.tolist(), corpus.contents, strict=True))
+    # Only the corpus's ids, texts cut short: the grader never reads a huge table into memory.
+    count = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+    have = dict(conn.execute(sql.SQL("SELECT id::int8, {} FROM {} WHERE id::int8 = ANY(%s::int8[])").format(
+        text_column("content"), sql.Identifier(TABLE)), (list(wanted),)).fetchall())
+    if not count:
+        result["committed"] = (0.0, f"{TABLE} is empty: nothing was stored")
     absent = [i for i, c in wanted.items() if have.get(i) != c]
     present = len(wanted) - len(absent)
-    if absent or len(have) > len(wanted):
-        result["passages"] = (present / max(len(wanted), len(have)),
+    if absent or count > len(wanted):
+        result["passages"] = (present / max(len(wanted), count),
                               f"{TABLE} holds {present} of the {len(wanted)} corpus passages under their own "
                               "id" + (f" (passage {absent[0]} is missing)" if absent else "")
-                              + (f" and {len(have) - present} other rows" if len(have) > present else "")
+                              + (f" and {count - present} other rows" if count > present else "")
                               + ": load every pvc.load_passages() passage, and nothing else")
     kind = column_type(conn, TABLE, "embedding")
     if kind != f"vector({ctx.embedder.dim})":
         result["embeddings"] = (0.0, f"embedding is {kind}, not vector({ctx.embedder.dim})")
-    elif have:
+    elif count:
         matches = row_matches(verified_rows(ctx, TABLE, limit=2 * len(corpus.ids)))
         if not matches.all():
             wrong_rows = int((~matches).sum())

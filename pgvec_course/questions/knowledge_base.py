@@ -30,6 +30,7 @@ from .scoring import (
 )
 from .spec import Context, Exercise, Outcome, Part, Question
 from .tables import (
+    MAX_TEXT,
     column_type,
     cosine_distances,
     embedding_hint,
@@ -48,8 +49,9 @@ MIN_ROWS, MAX_ROWS = 50, 1000
 PUBLIC = ("How do I stop duplicate rows from being inserted?",
           "Which index makes nearest-neighbour search fast?",
           "What makes bread dough rise?")
-ROWS_SQL = (f"SELECT id::int8, coalesce(title, ''), coalesce(content, '') FROM {TABLE} "
-            f"ORDER BY id LIMIT {MAX_ROWS}")
+# Run in the kernel and in the grader, which must derive the same questions; texts cut as tables.py does.
+ROWS_SQL = (f"SELECT id::int8, left(coalesce(title::text, ''), {MAX_TEXT}), "
+            f"left(coalesce(content::text, ''), {MAX_TEXT}) FROM {TABLE} ORDER BY id LIMIT {MAX_ROWS}")
 
 
 def probe_table(inputs: Any, *, grading: bool = False) -> str:

@@ -18,6 +18,12 @@ from psycopg import sql
 from .spec import Context
 
 MATCH = 1e-3  # cosine distance under which a stored vector is the embedder's vector of the text
+# What the grader reads of a learner's table into its own process, which no cap bounds: a text
+# column compresses (1 MB of repeated words takes a few kB on disk), so 1,000 huge passages would
+# otherwise cost it gigabytes and minutes of tokenising. The embedder keeps only the first 256 word
+# pieces of a text, which 20,000 characters hold in any real passage.
+MAX_TEXT = 20_000
+MAX_VECTORS = 200_000  # rows; a benchmark has 10,000
 
 
 def table_problem(conn: psycopg.Connection, table: str, columns: Sequence[str],
@@ -50,10 +56,20 @@ def column_type(conn: psycopg.Connection, table: str, column: str) -> str:
         "AND attname = %s", (table, column)).fetchone()[0]
 
 
-def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding") -> tuple[Any, Any]:
-    """Return (ids, matrix) of a table's non-null vectors, ordered by id, as numpy arrays."""
-    query = sql.SQL("SELECT id::int8, {} FROM {} WHERE {} IS NOT NULL ORDER BY id").format(
-        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column))
+def text_column(column: str) -> sql.Composable:
+    """Return SQL for a text column as the grader reads it: NULL as '', cut at MAX_TEXT characters."""
+    return sql.SQL("left(coalesce({}::text, ''), {})").format(sql.Identifier(column), sql.Literal(MAX_TEXT))
+
+
+def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding", *,
+                  limit: int | None = None) -> tuple[Any, Any]:
+    """Return (ids, matrix) of a table's first `limit` non-null vectors by id, as numpy arrays.
+
+    Without a limit, raise ValueError for a table of more than MAX_VECTORS vectors.
+    """
+    query = sql.SQL("SELECT id::int8, {} FROM {} WHERE {} IS NOT NULL ORDER BY id LIMIT {}").format(
+        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column),
+        sql.Literal(limit if limit is not None else MAX_VECTORS + 1))
     # Binary COPY parsed by numpy takes a quarter of a second for 10,000 x 1536 values, where
     # building a pgvector.Vector per row takes several seconds.
     buf = bytearray()
@@ -68,6 +84,9 @@ def fetch_vectors(conn: psycopg.Connection, table: str, column: str = "embedding
                     ("unused", ">i2"), ("v", ">f4", (dim,))])
     if len(body) % row.itemsize == 0:
         rows = np.frombuffer(body, dtype=row)
+        if limit is None and len(rows) > MAX_VECTORS:
+            raise ValueError(f"{table} holds more than {MAX_VECTORS:,} vectors, more than the grader reads: "
+                             "keep to the size the exercise asks for")
         if np.all(rows["dim"] == dim):
             return rows["id"].astype(np.int64), rows["v"].astype(np.float64)
     raise ValueError(f"the vectors in {table}.{column} do not all have the same dimension: "
@@ -121,12 +140,12 @@ def verified_rows(ctx: Context, table: str, *, limit: int = 1000) -> Rows:
     """Return the table's first `limit` rows with stored and re-embedded vectors (memoised per context)."""
     key = f"rows:{table}:{limit}"
     if key not in ctx.memo:
-        query = sql.SQL("SELECT id::int8, coalesce(title, ''), coalesce(content, '') FROM {} ORDER BY id "
-                        "LIMIT %s").format(sql.Identifier(table))
+        query = sql.SQL("SELECT id::int8, {}, {} FROM {} ORDER BY id LIMIT %s").format(
+            text_column("title"), text_column("content"), sql.Identifier(table))
         rows = ctx.conn.execute(query, (limit,)).fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         stored = np.full((len(ids), ctx.embedder.dim), np.nan)
-        have_ids, matrix = fetch_vectors(ctx.conn, table)
+        have_ids, matrix = fetch_vectors(ctx.conn, table, limit=limit)  # the same first rows, or fewer
         if matrix.size and matrix.shape[1] == ctx.embedder.dim:
             where = {int(i): n for n, i in enumerate(have_ids)}
             for n, pid in enumerate(ids):
