@@ -72,6 +72,9 @@ FAIR = {
     "indexscan_off_leaks": ("SET enable_indexscan = off leaked into the sweep", 10, 7.5, (6.5, 7.5)),
     "positional_recall": ("recall computed position by position", 9.2, 6.7, (5, 8)),
     "weighted_all_passages": ("a blend over every passage, not the 2k nearest", 13, 12.67, (11.5, 12.8)),
+    # Red-team pass (h7): no full-text leg anywhere, hidden by a public.plainto_tsquery(text, text) that
+    # the grader's reference query called instead of pg_catalog's.
+    "hijacks_tsquery": ("no text search, the grader's plainto_tsquery hijacked", 13, 10.04, (9, 10.5)),
 }
 FEEDBACK = {
     "descending": "these are the farthest passages: nearest first means ascending distance (did you add "
@@ -164,6 +167,12 @@ def test_feedback_names_the_real_cause(grades):
     assert _parts(grades, "weighted_all_passages", "hybrid.weighted")["ranking"][1].endswith(
         "is not among the 2 * k passages nearest by cosine distance, the tutorial blend's only candidates: "
         "look for text matches among those only (2 of 5 inputs passed)")
+    hijack = _result(grades, "hijacks_tsquery")
+    assert hijack["reason"] == (
+        "set aside before scoring, as they share a name with PostgreSQL's own and the grader's queries would "
+        "have called them: public.plainto_tsquery(text, text)")
+    assert _parts(grades, "hijacks_tsquery", "hybrid.rrf")["scores"][1].startswith(
+        "only the semantic leg counts in your scores: add 1 / (rrf_k + rank) from the full-text leg")
     missing = _parts(grades, "only_79_passages", "hybrid.table")["passages"][1]
     assert missing.startswith("kb_passages holds 79 of the 276 corpus passages under their own id")
 

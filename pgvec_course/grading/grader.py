@@ -188,7 +188,12 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.Hid
             run = runner.execute(nb, probes=probes, kernel=kernel, cell_timeout=cell_timeout,
                                  notebook_timeout=timeout, needs=needs)
         scored = time.monotonic()
+        shadows = server.set_aside_shadows()
         _score(sub, tests, run, server.grader_url(statement_timeout=cell_timeout), nb=nb)
+        if shadows:
+            sub.reason = "; ".join(filter(None, [sub.reason, (
+                "set aside before scoring, as they share a name with PostgreSQL's own and the grader's "
+                "queries would have called them: " + ", ".join(shadows))[:500]]))
         sub.timings = {"execute": round(run.seconds, 2), "score": round(time.monotonic() - scored, 2)}
     usage = ws.cgroup.usage() if ws.cgroup else {}
     if ws.stopped:

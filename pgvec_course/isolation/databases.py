@@ -50,6 +50,25 @@ ROLE_SETTINGS = {
     "lock_timeout": "10s", "idle_in_transaction_session_timeout": "60s", "temp_file_limit": "1GB",
     "maintenance_work_mem": "256MB", "work_mem": "64MB",
 }
+SET_ASIDE = "pvc_set_aside"  # where learner functions that shadow the system's go before scoring
+# Learner-made (not extension) functions and operators in public named like one of pg_catalog's or
+# an extension's, as signatures ALTER ROUTINE and ALTER OPERATOR take.
+SHADOWS = """
+WITH ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
+system_procs AS (SELECT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace
+                 OR (tableoid, oid) IN (SELECT classid, objid FROM ext)),
+system_ops AS (SELECT oprname FROM pg_operator WHERE oprnamespace = 'pg_catalog'::regnamespace
+               OR (tableoid, oid) IN (SELECT classid, objid FROM ext))
+SELECT 'routine', format('public.%I(%s)', proname, pg_get_function_identity_arguments(oid)) FROM pg_proc p
+WHERE pronamespace = 'public'::regnamespace AND (tableoid, oid) NOT IN (SELECT classid, objid FROM ext)
+  AND proname IN (SELECT proname FROM system_procs)
+UNION ALL
+SELECT 'operator', format('public.%s(%s, %s)', oprname, coalesce(nullif(oprleft, 0)::regtype::text, 'NONE'),
+                          oprright::regtype) FROM pg_operator o
+WHERE oprnamespace = 'public'::regnamespace AND (tableoid, oid) NOT IN (SELECT classid, objid FROM ext)
+  AND oprname IN (SELECT oprname FROM system_ops)
+ORDER BY 2
+"""
 CONNECTION_LIMIT = 10  # a runaway loop of connect() must not use up the server's slots
 START_SECONDS = 30
 
@@ -66,6 +85,25 @@ class SubmissionDatabase:
         """End every session of the learner role (a stopped submission's queries must stop too)."""
         with suppress(psycopg.Error), psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (ROLE,))
+
+    def set_aside_shadows(self) -> list[str]:
+        """Move the learner's functions and operators that share a name with PostgreSQL's or pgvector's out
+        of the grader's search_path; return their signatures.
+
+        The grader's SQL says `plainto_tsquery('english', text)`: a learner's public.plainto_tsquery(text,
+        text) fits a text argument better than pg_catalog's (regconfig, text), so Postgres would call it
+        in the grader's own session (so would an operator or aggregate). Moved, nothing that uses
+        them breaks (references are by oid), and no name the grader uses finds them.
+        """
+        moved: list[str] = []
+        with suppress(psycopg.Error), psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SET_ASIDE)))
+            for kind, signature in conn.execute(SHADOWS).fetchall():
+                statement = "ALTER OPERATOR {} SET SCHEMA {}" if kind == "operator" else \
+                    "ALTER ROUTINE {} SET SCHEMA {}"
+                conn.execute(sql.SQL(statement).format(sql.SQL(signature), sql.Identifier(SET_ASIDE)))
+                moved.append(signature)
+        return moved
 
     def grader_url(self, *, statement_timeout: int) -> str:
         """Return the learner role's URL with settings the submission cannot steer (search_path, timeouts)."""
