@@ -78,6 +78,7 @@ EXPECTED = {
     # Red-team pass (h7): 20 passages of 4 MB cost the grader 6 s and 700 MB to score before it read
     # 20,000 characters of each; they earn what their wrong vectors earn, no more.
     "huge_passages": ("graded", 8.62, "these are the nearest by the vectors stored in kb_passages"),
+    "deep_source": ("graded", 10, "the 3 nearest passages"),  # was status error: RecursionError
 }
 
 

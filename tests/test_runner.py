@@ -149,3 +149,16 @@ def test_two_grading_threads_read_answers_and_cells_at_once():
         t.join()
     assert req.read(reply) == answer
     assert failures == []
+
+
+def test_a_message_bigger_than_the_grader_takes_is_dropped(tmp_path):
+    # A kernel may send anything; one 30 MB message after another once grew the grader (which no
+    # cap bounds) by 1.6 GB. Messages over MAX_MESSAGE are refused: the output is lost, not the grade.
+    nb = nbformat.v4.new_notebook()
+    big = f"import sys\nsys.stdout.write('x' * {runner.MAX_MESSAGE + 1_000_000})\nsys.stdout.flush()"
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (big, "print('after')", DEFINE)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "DATABASE_URL"))}
+    run = runner.execute(nb, probes={"q": PROBE}, kernel=runner.Kernel(folder=tmp_path, env=env),
+                         cell_timeout=20, notebook_timeout=60, needs={"q": ("total",)})
+    assert (run.status, run.errors, run.probes["q"].data) == ("ok", [], {"total": 6, "name": "ok"})
+    assert nb.cells[0].outputs == []  # not even "[output truncated ...]": it never reached the grader

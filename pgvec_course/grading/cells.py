@@ -16,7 +16,7 @@ def is_check_cell(source: str) -> bool:
         return True
     try:
         body = _syntax.parse(source).body
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting
         return False
     return bool(body) and all(
         isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)

@@ -13,7 +13,7 @@ from . import _syntax
 def _parse(source: str) -> ast.Module | None:
     try:
         return _syntax.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting
         return None
 
 

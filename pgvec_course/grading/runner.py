@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
@@ -27,6 +28,12 @@ from . import cells, channel
 from .cells import is_check_cell  # noqa: F401 - part of this module's interface
 
 OUTPUT_LIMIT = 64_000  # characters kept per learner cell; the rest is dropped as it arrives
+# What the grader's sockets take from a kernel, which no cap bounds in the grader: 30 MB messages
+# in a loop grew it by 1.6 GB. A bigger message is refused (and that socket hears no more from the
+# kernel: its later output is lost, each later cell waits out iopub_timeout); at most QUEUED messages
+# wait per socket. The biggest answer (channel.LIMIT characters) fits, escaped.
+MAX_MESSAGE = 2 * channel.LIMIT + 2**20
+QUEUED = 64
 RECOVER_SECONDS = 5  # after an interrupt, how long a kernel may take to answer again
 
 
@@ -79,6 +86,12 @@ class _KernelManager(AsyncKernelManager):
     """Launch the kernel through `wrap` (the sandbox); interrupt it by message, not a host signal."""
 
     launch: Kernel | None = None
+
+    def client(self, **kwargs: Any) -> Any:
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # every socket it makes from now on
+        kc.context.setsockopt(zmq.RCVHWM, QUEUED)
+        return kc
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         argv = super().format_kernel_cmd(extra_arguments)
