@@ -188,6 +188,7 @@ def _run_and_score(sub: Submission, nb: nbformat.NotebookNode, tests: hidden.Hid
             run = runner.execute(nb, probes=probes, kernel=kernel, cell_timeout=cell_timeout,
                                  notebook_timeout=timeout, needs=needs)
         scored = time.monotonic()
+        server.disconnect_learner()  # a query left running (statement_timeout = 0) must not hold locks
         shadows = server.set_aside_shadows()
         _score(sub, tests, run, server.grader_url(statement_timeout=cell_timeout), nb=nb)
         if shadows:

@@ -12,6 +12,7 @@ password, made fresh for each submission.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -97,6 +98,7 @@ class SubmissionDatabase:
         """
         moved: list[str] = []
         with suppress(psycopg.Error), psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SET_ASIDE)))
             for kind, signature in conn.execute(SHADOWS).fetchall():
                 statement = "ALTER OPERATOR {} SET SCHEMA {}" if kind == "operator" else \
@@ -131,9 +133,15 @@ def password() -> str:
 
 def template_dir() -> Path:
     """Return the template cluster's folder (made by `ensure_template`), named after how it is made."""
-    recipe = repr((SERVER_SETTINGS, ROLE_SETTINGS, HBA, inspect.getsource(_prepare))).encode()
     major = db._pgserver().utils.TARGET_POSTGRES_VERSION
-    return settings().grader_data_dir.resolve() / f"template-{major}-{hashlib.sha256(recipe).hexdigest()[:8]}"
+    return settings().grader_data_dir.resolve() / f"template-{major}-{_recipe()}"
+
+
+@functools.cache
+def _recipe() -> str:
+    # Once per process: getsource reads the file on disk, which an upgrade mid-batch may change.
+    recipe = repr((SERVER_SETTINGS, ROLE_SETTINGS, HBA, inspect.getsource(_prepare))).encode()
+    return hashlib.sha256(recipe).hexdigest()[:8]
 
 
 def ensure_template(ws_factory) -> Path:

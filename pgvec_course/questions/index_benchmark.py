@@ -44,6 +44,9 @@ SWEEPS = (("ivfflat", "probes"), ("hnsw", "ef_search"))
 # probes=10 ranged from 0.27 to 0.54 over 12 builds of the template's data), so indexes must stay.
 RECALL_TOL = 0.05
 MAX_QUERIES = 50
+# Each reported setting costs the grader MAX_QUERIES index queries, outside the submission's caps:
+# 200 rows of results (all the probe reads) would keep it busy for minutes.
+MAX_SETTINGS = 25
 
 
 def probe_table(inputs: Any, *, grading: bool = False) -> str:
@@ -246,6 +249,9 @@ def _check_kind(ctx: Context, rows: list[dict], kind: str, param: str, queries) 
     if len(mine) < 3:
         return 0.0, (f"sweep at least 3 values of {param} for {kind} (rows with index={kind!r}, "
                      f"param={param!r})")
+    if len(mine) > MAX_SETTINGS:
+        return 0.0, (f"{len(mine)} values of {param} for {kind}: report at most {MAX_SETTINGS}, the grader "
+                     "measures each of them again")
     if kind not in sweep.vector_indexes(ctx.conn, TABLE):
         return 0.0, (f"there is no {kind} index (cosine) on {TABLE} to re-measure your {kind} rows on: keep "
                      "the indexes you measured (typed-in figures cannot be checked)")
