@@ -87,6 +87,8 @@ def drop_progress_bars(nb: nbformat.NotebookNode) -> int:
         if len(kept) != len(outputs):
             dropped += len(outputs) - len(kept)
             cell.outputs = kept
+    if not any(_WIDGET in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])):
+        dropped += bool(nb.metadata.pop("widgets", None))  # the bars' saved state: nothing shows it now
     return dropped
 
 

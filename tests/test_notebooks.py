@@ -374,6 +374,15 @@ def test_lessons_keep_no_frozen_progress_bar(path):
     assert notebooks.drop_progress_bars(nb) == 0, "run the lesson with the notebook tool again"
 
 
+def test_a_dropped_progress_bar_takes_its_saved_widget_state_along():
+    nb = notebooks.build("# %%\nx = 1")
+    bar = {"text/plain": " 0%|          | 0/38 [00:00<?, ?text/s]", notebooks._WIDGET: {"model_id": "abc"}}
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data=bar)]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc": {}}}}
+    assert notebooks.drop_progress_bars(nb) == 2
+    assert (nb.cells[0].outputs, "widgets" in nb.metadata) == ([], False)
+
+
 def test_the_stamp_covers_cell_types_and_sources_but_not_outputs():
     nb = notebooks.build("# %%\nx = 1\n# %% [markdown]\nx = 1")
     stamp = notebooks.source_hash(nb)
