@@ -254,6 +254,35 @@ def test_learners_of_the_same_name_never_share_a_report(tmp_path):
                    ("ada-3", tmp_path / "two" / "ada.ipynb")]
 
 
+def test_links_and_huge_files_are_not_read(tmp_path, monkeypatch):
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "eve.ipynb").symlink_to(ROOT / "solutions" / "01_knowledge_base.ipynb")
+    (tmp_path / "class" / "mallory").symlink_to(ROOT / "solutions", target_is_directory=True)
+    nb = nbformat.read(SUBMISSIONS / "kb" / "correct.ipynb", as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 3 * 2**20)]
+    nbformat.write(nb, tmp_path / "class" / "bob.ipynb")
+    found = batch.find_submissions([tmp_path / "class"])
+    assert found == [("bob", tmp_path / "class" / "bob.ipynb"), ("eve", tmp_path / "class" / "eve.ipynb"),
+                     ("mallory", tmp_path / "class" / "mallory")]
+    monkeypatch.setattr(grader, "MAX_NOTEBOOK_BYTES", 2**20)
+    got = {learner: grader.grade_one(learner, path, grader.Options()) for learner, path in found}
+    assert {learner: (s.status, s.reason) for learner, s in got.items()} == {
+        "bob": ("not_gradable", "the notebook is 3 MB, more than the 1 MB the grader reads: clear its "
+                                "outputs (Edit > Clear Outputs of All Cells), save, and submit again"),
+        "eve": ("not_gradable", "eve.ipynb is a symbolic link to another file on this machine, not a "
+                                "notebook; submit the notebook itself"),
+        "mallory": ("not_gradable", "mallory is a symbolic link to another file on this machine, not a "
+                                    "notebook; submit the notebook itself")}
+
+
+def test_a_learner_name_is_never_a_formula_in_grades_csv():
+    subs = [grader.Submission(learner=name, path="x.ipynb", exercise="01_knowledge_base", max=10)
+            for name in ("=HYPERLINK(\"http://evil\")", "ada", "@SUM(A1)")]
+    assert report.grades_csv(subs).splitlines()[1:] == [
+        "\"'=HYPERLINK(\"\"http://evil\"\")\",01_knowledge_base,0,10,graded",
+        "ada,01_knowledge_base,0,10,graded", "'@SUM(A1),01_knowledge_base,0,10,graded"]
+
+
 def test_a_notebook_without_an_exercise_is_not_gradable(tmp_path):
     nb = json.loads((SUBMISSIONS / "kb" / "correct.ipynb").read_text())
     del nb["metadata"]["pgvec_course"]

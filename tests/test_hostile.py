@@ -79,6 +79,9 @@ EXPECTED = {
     # 20,000 characters of each; they earn what their wrong vectors earn, no more.
     "huge_passages": ("graded", 8.62, "these are the nearest by the vectors stored in kb_passages"),
     "deep_source": ("graded", 10, "the 3 nearest passages"),  # was status error: RecursionError
+    # A symbolic link to the instructor's solution master, in the class's folder: it scored 10/10.
+    "links_to_solution": ("not_gradable", 0, None),
+    "one_passage_50_times": ("graded", 5.02, "50 passages are equally near this question, copies of one"),
 }
 
 

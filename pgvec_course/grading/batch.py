@@ -22,13 +22,16 @@ def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
     """Return (learner, notebook) pairs: a file is one learner, a folder holds notebooks or folders."""
     found: list[tuple[str, Path]] = []
     for path in paths:
-        if path.is_file():
-            found.append((path.stem, path))
+        if path.is_file():  # named by the instructor: a link is followed
+            found.append((path.stem, path.resolve() if path.is_symlink() else path))
             continue
         if not path.is_dir():
             raise FileNotFoundError(f"no notebook or folder at {path}; pass .ipynb files or folders of them")
         for entry in sorted(path.iterdir()):
-            if entry.is_file() and entry.suffix == ".ipynb":
+            if entry.is_symlink():  # in a learner's upload it points elsewhere here: a row saying so
+                if entry.suffix == ".ipynb" or entry.is_dir():
+                    found.append((entry.stem if entry.suffix == ".ipynb" else entry.name, entry))
+            elif entry.is_file() and entry.suffix == ".ipynb":
                 found.append((entry.stem, entry))
             elif entry.is_dir() and not entry.name.startswith("."):
                 notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)

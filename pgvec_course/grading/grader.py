@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ..questions import EXERCISES, Context, Exercise, Outcome, get_exercise
 from ..questions.scoring import blocked
 from . import culprits, hidden, runner
 
+MAX_NOTEBOOK_BYTES = 64 * 2**20  # the grader reruns the code; outputs are all that make one bigger
 # Environment variables a trusted (unsandboxed) kernel never inherits: API keys, other databases.
 _SCRUB = ("OPENAI_", "PG", "DATABASE_URL", "JPY_", "JUPYTER_")
 
@@ -66,9 +68,19 @@ class Submission:
 
 
 def _load(sub: Submission, path: Path, options: Options) -> tuple[nbformat.NotebookNode, Exercise] | None:
+    if path.is_symlink():  # to the instructor's solutions, say: never read through it
+        sub.status, sub.reason = "not_gradable", (f"{path.name} is a symbolic link to another file on this "
+                                                  "machine, not a notebook; submit the notebook itself")
+        return None
     if path.is_dir():
         sub.status, sub.reason = "not_gradable", f"{path.name} holds several notebooks; keep one per learner"
         return None
+    with suppress(OSError):
+        if (size := path.stat().st_size) > MAX_NOTEBOOK_BYTES:  # read whole into the grader, no cap on it
+            sub.status, sub.reason = "not_gradable", (
+                f"the notebook is {size / 2**20:.0f} MB, more than the {MAX_NOTEBOOK_BYTES // 2**20} MB the "
+                "grader reads: clear its outputs (Edit > Clear Outputs of All Cells), save, and submit again")
+            return None
     try:
         nb = nbformat.read(path, as_version=4)
         assert isinstance(nb.cells, list)

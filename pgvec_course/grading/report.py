@@ -123,8 +123,14 @@ def grades_csv(results: list[Submission]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for sub in results:
-        writer.writerow([sub.learner, sub.exercise, f"{sub.score:g}", f"{sub.max:g}", sub.status])
+        writer.writerow([_cell(sub.learner), sub.exercise, f"{sub.score:g}", f"{sub.max:g}", sub.status])
     return buffer.getvalue()
+
+
+def _cell(text: str) -> str:
+    # A learner's file name such as "=HYPERLINK(...).ipynb" is a formula to a spreadsheet that opens
+    # grades.csv: a leading apostrophe makes it text.
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
 def write_all(results: list[Submission], out: Path, *, gradescope: bool = False) -> None:

@@ -45,6 +45,7 @@ TABLE = "kb_passages"
 COLUMNS = ("id", "title", "content", "category", "embedding")
 TOP = 3
 TOL = 1e-4
+TIES = 2 * TOP  # passages equally near a question beyond which its answer proves nothing
 MIN_ROWS, MAX_ROWS = 50, 1000
 PUBLIC = ("How do I stop duplicate rows from being inserted?",
           "Which index makes nearest-neighbour search fast?",
@@ -74,9 +75,9 @@ def _score_table(data: Any, ctx: Context) -> Outcome:
         hint = (f"embedding is {kind}, but the embedder ({ctx.embedder.name}) makes {dim}-dimensional "
                 f"vectors: declare it vector({dim})")
         result["structure"] = result["embeddings"] = (0.0, hint)
-    rows, nulls, empty = conn.execute(
-        f"SELECT count(*), count(*) - count(embedding), count(*) FILTER (WHERE coalesce(content, '') = '') "
-        f"FROM {TABLE}").fetchone()
+    rows, nulls, empty, distinct = conn.execute(
+        f"SELECT count(*), count(*) - count(embedding), count(*) FILTER (WHERE coalesce(content, '') = ''), "
+        f"count(DISTINCT content) FROM {TABLE}").fetchone()
     if rows == 0:
         result["committed"] = (0.0, f"{TABLE} is empty: nothing was stored")
     if rows < MIN_ROWS:
@@ -87,6 +88,9 @@ def _score_table(data: Any, ctx: Context) -> Outcome:
         result["rows"] = (1 - (nulls + empty) / rows,
                           f"{nulls + empty} rows have no embedding or no content: store every passage "
                           "with its text and its vector")
+    elif distinct < rows:
+        result["rows"] = (distinct / rows, f"{rows - distinct} rows repeat another row's content: store each "
+                                           "passage once")
     if result["structure"][0] and rows:
         verified = verified_rows(ctx, TABLE, limit=MAX_ROWS)
         matches = row_matches(verified)
@@ -163,8 +167,12 @@ def _one_answer(call: dict, rows, query: np.ndarray) -> PartResults:
     index = {int(i): n for n, i in enumerate(rows.ids)}
     reference = cosine_distances(rows.reference, query)
     result = full("nearest", "distances")
-    share = share_found(got_ids, nearest_set(rows.ids, reference, TOP), TOP)
-    if share < 1:
+    near = nearest_set(rows.ids, reference, TOP)
+    share = share_found(got_ids, near, TOP)
+    if len(near) > TIES:  # copies of one text: any 3 of them would be "the nearest"
+        result["nearest"] = (0.0, f"{len(near)} passages are equally near this question, copies of one "
+                                  "text: store each passage once, so that the nearest ones can be told apart")
+    elif share < 1:
         result["nearest"] = (share, _nearest_hint(got_ids, got, rows, reference, query, index))
     known = [i for i in got_ids if i in index]
     if len(known) < len(got_ids) or not got_ids:
