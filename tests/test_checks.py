@@ -274,8 +274,8 @@ def test_kb_grader_reads_and_embeds_at_most_max_text_of_a_huge_passage(conn, emb
     # minutes and gigabytes outside the submission's caps (hostile/huge_passages.ipynb).
     make_kb(conn, embedder, passages[:60])
     conn.execute("INSERT INTO kb_passages SELECT 100000 + g, 'lorem ' || repeat('x', 100000), "
-                 "repeat('lorem ipsum dolor sit amet ', 150000), 'junk', (SELECT embedding FROM kb_passages "
-                 "ORDER BY id LIMIT 1) FROM generate_series(1, 5) g")
+                 "g || repeat(' lorem ipsum dolor sit amet', 150000), 'junk', "
+                 "(SELECT embedding FROM kb_passages ORDER BY id LIMIT 1) FROM generate_series(1, 5) g")
     seen: list[int] = []
 
     class Recording:

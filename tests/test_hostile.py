@@ -76,8 +76,8 @@ EXPECTED = {
     "answer_key": ("graded", 4, NOT_YET),  # neither the package nor the sandbox holds hidden tests
     "wal_growth": ("graded", 10, "the 3 nearest passages"),
     # Red-team pass (h7): 20 passages of 4 MB cost the grader 6 s and 700 MB to score before it read
-    # 20,000 characters of each; they earn what their wrong vectors earn, no more.
-    "huge_passages": ("graded", 8.62, "these are the nearest by the vectors stored in kb_passages"),
+    # 20,000 characters of each; they earn what their wrong vectors and 19 copies earn, no more.
+    "huge_passages": ("graded", 8.38, "these are the nearest by the vectors stored in kb_passages"),
     "deep_source": ("graded", 10, "the 3 nearest passages"),  # was status error: RecursionError
     # A symbolic link to the instructor's solution master, in the class's folder: it scored 10/10.
     "links_to_solution": ("not_gradable", 0, None),

@@ -236,7 +236,8 @@ def _score_sweep(data: Any, ctx: Context) -> Outcome:
     if table:
         return blocked(SWEEP_Q, f"{table}: the sweep is re-measured on your table and indexes",
                        keep={"exact": result["exact"]})
-    queries = np.array(data["queries"]) if data.get("queries") else default_queries()
+    # At most MAX_QUERIES, as the probe sends: a forged answer could send thousands to re-measure.
+    queries = np.array(data["queries"][:MAX_QUERIES]) if data.get("queries") else default_queries()
     for kind, param in SWEEPS:
         result[kind] = _check_kind(ctx, rows, kind, param, queries)
     return score_parts(SWEEP_Q, [result], "re-measured on your indexes: your recall figures hold, and exact "

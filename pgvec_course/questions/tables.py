@@ -23,7 +23,7 @@ MATCH = 1e-3  # cosine distance under which a stored vector is the embedder's ve
 # otherwise cost it gigabytes and minutes of tokenising. The embedder keeps only the first 256 word
 # pieces of a text, which 20,000 characters hold in any real passage.
 MAX_TEXT = 20_000
-MAX_VECTORS = 200_000  # rows; a benchmark has 10,000
+MAX_VECTORS = 50_000  # rows (1,536 dimensions: 1.2 GB at most while read); a benchmark has 10,000
 
 
 def table_problem(conn: psycopg.Connection, table: str, columns: Sequence[str],
