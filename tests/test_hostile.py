@@ -77,10 +77,11 @@ EXPECTED = {
     "wal_growth": ("graded", 10, "the 3 nearest passages"),
     # Red-team pass (h7): 20 passages of 4 MB cost the grader 6 s and 700 MB to score before it read
     # 20,000 characters of each; they earn what their wrong vectors and 19 copies earn, no more.
-    "huge_passages": ("graded", 8.38, "these are the nearest by the vectors stored in kb_passages"),
+    "huge_passages": ("graded", 8.38, "20 passages are equally near this question, copies of one text"),
     "deep_source": ("graded", 10, "the 3 nearest passages"),  # was status error: RecursionError
     # A symbolic link to the instructor's solution master, in the class's folder: it scored 10/10.
     "links_to_solution": ("not_gradable", 0, None),
+    "deep_folders": ("over_limit", 10, "the 3 nearest passages"),  # was status error, and a leftover folder
     "one_passage_50_times": ("graded", 5.02, "50 passages are equally near this question, copies of one"),
 }
 

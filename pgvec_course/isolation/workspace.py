@@ -9,10 +9,12 @@ the folder itself; each sandbox gets its own sub-folders bound in.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -82,14 +84,38 @@ class Workspace:
         _kill_uids({self.kernel_uid})
 
     def disk_use(self) -> tuple[int, int]:
-        """Return the bytes and the files the folder holds now (database, WAL, anything written there)."""
+        """Return the bytes and the files and folders the folder holds now (database, WAL, anything).
+
+        Raise Unmeasurable for a folder nested past the longest path the system opens: files could
+        hide below it. (os.walk recursed, so 1,500 nested folders killed the watch, caps and all.)
+        """
         total = count = 0
-        for root, _, files in os.walk(self.root):
-            count += len(files)
-            for name in files:
-                with suppress(OSError):
-                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+        stack = [str(self.root)]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        count += 1
+                        with suppress(OSError):
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:
+                    raise Unmeasurable("its folders are nested deeper than the grader can measure") from None
         return total, count
+
+
+class Unmeasurable(OSError):
+    """A submission's folder cannot be measured whole."""
+
+
+def remove(path: Path) -> None:
+    """Remove a folder however deeply it nests (shutil.rmtree recurses, and raised past ~1,000 levels)."""
+    try:
+        subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, check=False, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_naming(path: Path) -> None:
@@ -159,7 +185,7 @@ def workspace(*, caps: limits.Caps, sandboxed: bool, own_uid: bool = False) -> I
         if ws.cgroup is not None:
             ws.peak = {**ws.peak, **ws.cgroup.usage()}
             ws.cgroup.remove()
-        shutil.rmtree(root, ignore_errors=True)
+        remove(root)
 
 
 class Watch:
@@ -181,13 +207,19 @@ class Watch:
     def _run(self) -> None:
         ws = self.ws
         while not self._done.wait(self.every):
-            disk, files = ws.disk_use()
+            try:
+                disk, files = ws.disk_use()
+            except Exception as exc:  # noqa: BLE001 - a watch that dies would leave the caps unenforced
+                ws.stopped = str(exc) if isinstance(exc, Unmeasurable) else \
+                    f"the grader could not measure its files ({type(exc).__name__}: {exc})"
+                self.stop_submission()
+                return
             ws.peak["disk_peak"] = max(ws.peak.get("disk_peak", 0), disk)
             cpu = ws.cgroup.usage()["cpu_seconds"] if ws.cgroup else 0.0
             if disk > ws.caps.disk:
                 ws.stopped = f"its files and database grew past the {_size(ws.caps.disk)} disk cap"
             elif files > MAX_FILES:  # empty files use no bytes, but the shared folder's inodes
-                ws.stopped = f"it made more than {MAX_FILES:,} files"
+                ws.stopped = f"it made more than {MAX_FILES:,} files and folders"
             elif cpu > ws.caps.cpu_seconds:
                 ws.stopped = f"it used more than {ws.caps.cpu_seconds} s of CPU time"
             if ws.stopped:
@@ -208,7 +240,7 @@ def sweep() -> list[str]:
                 match = re.match(re.escape(PREFIX) + r"(\d+)-", entry.name)
                 if match and entry.is_dir() and not limits._alive(int(match.group(1))):
                     _kill_server(entry / "pgdata")
-                    shutil.rmtree(entry, ignore_errors=True)
+                    remove(entry)
                     gone.append(entry.name)
     return gone + limits.sweep()
 
