@@ -254,6 +254,19 @@ def test_learners_of_the_same_name_never_share_a_report(tmp_path):
                    ("ada-3", tmp_path / "two" / "ada.ipynb")]
 
 
+def test_a_very_long_file_name_is_graded_under_a_shorter_name(tmp_path):
+    # A 240-character file name once stopped the whole batch: its report's temporary file name was
+    # longer than the 255 bytes a file name may have.
+    long = "a" * 240
+    shutil.copy(SUBMISSIONS / "kb" / "never_ran_ask.ipynb", tmp_path / f"{long}.ipynb")
+    shutil.copy(SUBMISSIONS / "kb" / "never_ran_ask.ipynb", tmp_path / f"{long}b.ipynb")
+    out = tmp_path / "out"
+    assert cli.main(["grade", str(tmp_path), "--out", str(out), "--quiet", *SANDBOX]) == 0
+    with open(out / "grades.csv", newline="") as f:
+        got = [(r["learner"], r["score"]) for r in csv.DictReader(f)]
+    assert got == [("a" * 91 + "-9b304390", "4"), ("a" * 91 + "-418b51de", "4")]
+
+
 def test_links_and_huge_files_are_not_read(tmp_path, monkeypatch):
     (tmp_path / "class").mkdir()
     (tmp_path / "class" / "eve.ipynb").symlink_to(ROOT / "solutions" / "01_knowledge_base.ipynb")

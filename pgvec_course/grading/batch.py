@@ -7,6 +7,7 @@ its files are written the moment it is done (report.Gradebook).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +38,7 @@ def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
                 notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
                 if notebooks:  # a folder per learner (an LMS export): the folder names the learner
                     found.append((entry.name, notebooks[0] if len(notebooks) == 1 else entry))
+    found = [(_short(learner), nb) for learner, nb in found]
     # A name seen again gets the first free suffix: "ada", "ada" and "ada-2" must not share files.
     taken = {learner for learner, _ in found}
     used: set[str] = set()
@@ -49,6 +51,18 @@ def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
         used.add(name)
         unique.append((name, nb))
     return unique
+
+
+MAX_NAME = 100  # bytes of a learner's name: its files add ".results.json" and a temporary suffix
+
+
+def _short(name: str) -> str:
+    # A file or folder name may take 255 bytes, and then learner.json's temporary file could not be
+    # made: the whole batch stopped. Long names keep their start and a digest of the whole.
+    raw = name.encode()
+    if len(raw) <= MAX_NAME:
+        return name
+    return raw[:MAX_NAME - 9].decode(errors="ignore") + "-" + hashlib.sha256(raw).hexdigest()[:8]
 
 
 def prepare(options: Options) -> Path:
