@@ -190,10 +190,19 @@ def build(exercise: str, out: str | Path, *, root: str | Path = HOME_DIR,
 def find_notebook(folder: Path, exercise: str) -> tuple[Path | None, str]:
     """Return the submission's notebook in `folder`, or None and what the learner should do instead."""
     found = []
-    for top, dirs, files in os.walk(folder):  # never into a linked folder
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        paths = [Path(top, f) for f in sorted(files) if f.endswith(".ipynb")]
-        found += [path for path in paths if not path.is_symlink()]
+    stack = [folder]  # not os.walk: it recursed, and 1,500 nested folders left no results.json at all
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        for entry in entries:  # never into a linked folder, never a linked notebook
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                stack.append(Path(entry.path))
+            elif entry.name.endswith(".ipynb") and entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
+    found.sort(key=lambda p: (len(p.relative_to(folder).parts), str(p)))  # os.walk's order: shallow first
     if len(found) > 1:
         found = [p for p in found if p.name == f"{exercise}.ipynb"] or found
     if not found:
