@@ -265,6 +265,10 @@ def test_a_very_long_file_name_is_graded_under_a_shorter_name(tmp_path):
     with open(out / "grades.csv", newline="") as f:
         got = [(r["learner"], r["score"]) for r in csv.DictReader(f)]
     assert got == [("a" * 91 + "-9b304390", "4"), ("a" * 91 + "-418b51de", "4")]
+    (tmp_path / "esc.ipynb").write_text("{}")
+    (tmp_path / "esc.ipynb").rename(tmp_path / "\x1b]0;pwned\x07eve.ipynb")  # a terminal escape
+    names = [name for name, _ in batch.find_submissions([tmp_path])]
+    assert [name for name in names if name.endswith("eve")] == ["_]0;pwned_eve"]
 
 
 def test_links_and_huge_files_are_not_read(tmp_path, monkeypatch):

@@ -58,7 +58,9 @@ MAX_NAME = 100  # bytes of a learner's name: its files add ".results.json" and a
 
 def _short(name: str) -> str:
     # A file or folder name may take 255 bytes, and then learner.json's temporary file could not be
-    # made: the whole batch stopped. Long names keep their start and a digest of the whole.
+    # made: the whole batch stopped. Long names keep their start and a digest of the whole. Control
+    # characters (a terminal escape in a file name) never reach the summary printed to your terminal.
+    name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in name)
     raw = name.encode()
     if len(raw) <= MAX_NAME:
         return name
