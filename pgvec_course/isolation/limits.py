@@ -7,7 +7,6 @@ backed folders. Without them each process gets the same rlimits, which bound it 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -168,23 +167,9 @@ def rlimits(caps: Caps, *, own_uid: bool) -> list[str]:
     if prlimit is None:
         return []
     args = [prlimit, f"--data={caps.memory}", f"--fsize={caps.disk}", f"--cpu={caps.cpu_seconds}"]
-    if own_uid:  # RLIMIT_NPROC counts every process of the uid
+    if own_uid:  # RLIMIT_NPROC counts every process of the uid, so only for a uid of its own
         args.append(f"--nproc={caps.processes}")
-    elif os.geteuid() != 0:
-        # Graded as yourself, the sandbox's processes are yours (in a user namespace): on top of
-        # those you run now. Without it a fork loop could take every process slot you have.
-        args.append(f"--nproc={_processes_of(os.getuid()) + caps.processes}")
     return [*args, "--"]
-
-
-def _processes_of(uid: int) -> int:
-    import psutil
-
-    count = 0
-    for proc in psutil.process_iter(["uids"]):
-        with contextlib.suppress(psutil.Error, TypeError):
-            count += proc.info["uids"].real == uid
-    return count
 
 
 def join(argv: list[str], cgroup: Cgroup | None) -> list[str]:
