@@ -328,10 +328,12 @@ def test_the_notebook_is_found_by_its_name_and_links_are_never_followed(tmp_path
         None, "no notebook (.ipynb) in the submission: upload your 01_knowledge_base.ipynb")
     # 1,500 nested folders beside the notebook: os.walk recursed, and no results.json was written.
     deep = tmp_path / "deep"
-    subprocess.run(["mkdir", "-p", str(deep / "/".join(["d"] * 1500))], check=True)
-    (deep / "answer.ipynb").write_text("{}")
-    assert gradescope.find_notebook(deep, EXERCISE) == (deep / "answer.ipynb", "")
-    subprocess.run(["rm", "-rf", str(deep)], check=True)  # shutil.rmtree recurses too
+    try:
+        subprocess.run(["mkdir", "-p", str(deep / "/".join(["d"] * 1500))], check=True)
+        (deep / "answer.ipynb").write_text("{}")
+        assert gradescope.find_notebook(deep, EXERCISE) == (deep / "answer.ipynb", "")
+    finally:  # whatever happened: pytest's clean-up of old tmp folders uses shutil.rmtree, which recurses
+        subprocess.run(["rm", "-rf", str(deep)], check=True)
 
 
 def test_results_put_each_question_where_its_inputs_are_seen():
