@@ -208,7 +208,7 @@ def test_markdown_and_gradescope_files_show_the_rubric(grades):
             "  - ✔ nearest 4 / 4: the 3 passages nearest to the question, by exact search over the content's "
             "embeddings\n"
             "  - ✘ distances 0 / 2: each with its cosine distance (<=>), nearest first\n") in md
-    gs = json.loads((grades / "l2_distance.results.json").read_text())
+    gs = json.loads((grades / "gradescope" / "l2_distance.json").read_text())
     assert gs["score"] == 8.0
     assert [(t["name"], t["score"], t["max_score"], t["status"]) for t in gs["tests"]] == [
         ("kb.table: kb_passages: your passages with embeddings", 4.0, 4, "passed"),
@@ -336,6 +336,17 @@ def test_validate_the_course_notebooks(capsys):
     assert cli.main(["validate", "--root", str(ROOT)]) == 0, capsys.readouterr().out
 
 
+def test_gradescope_results_never_share_a_name_with_a_learners_report(tmp_path):
+    # Beside the reports, "x"'s x.results.json was the report of a learner named "x.results".
+    subs = [grader.Submission(learner=name, path=f"{name}.ipynb", exercise="01_knowledge_base",
+                              status="graded", score=score, max=10.0)
+            for name, score in (("x", 4.0), ("x.results", 9.0))]
+    report.write_all(subs, tmp_path, gradescope=True)
+    assert sorted(p.name for p in (tmp_path / "gradescope").iterdir()) == ["x.json", "x.results.json"]
+    assert json.loads((tmp_path / "x.results.json").read_text())["score"] == 9.0
+    assert json.loads((tmp_path / "gradescope" / "x.json").read_text())["score"] == 4.0
+
+
 def test_one_submission_writes_gradescope_results_json(tmp_path):
     sub = grader.Submission(learner="ada", path="ada.ipynb", exercise="01_knowledge_base", status="hung",
                             reason="cell 3 ran past 10 s and the kernel did not stop", score=4.0, max=10.0,
@@ -343,7 +354,7 @@ def test_one_submission_writes_gradescope_results_json(tmp_path):
                                         "passed": True, "feedback": "ok", "seconds": 0.1}],
                             timings={"total": 12.5})
     report.write_all([sub], tmp_path, gradescope=True)
-    assert json.loads((tmp_path / "results.json").read_text()) == {
+    assert json.loads((tmp_path / "gradescope" / "ada.json").read_text()) == {
         "score": 4.0, "execution_time": 12.5,
         "output": "a cell would not stop; the remaining questions failed: "
                   "cell 3 ran past 10 s and the kernel did not stop",

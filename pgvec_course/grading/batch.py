@@ -53,7 +53,7 @@ def find_submissions(paths: list[Path]) -> list[tuple[str, Path]]:
     return unique
 
 
-MAX_NAME = 100  # bytes of a learner's name: its files add ".results.json" and a temporary suffix
+MAX_NAME = 100  # bytes of a learner's name: its files add ".json" or ".md" and a temporary suffix
 
 
 def _short(name: str) -> str:
@@ -188,7 +188,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="grades", help="folder for grades.csv and feedback (default grades/)")
     p.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the exercise's)")
     p.add_argument("--cell-timeout", type=int, help="seconds for one cell (default: --timeout)")
-    p.add_argument("--gradescope", action="store_true", help="also write Gradescope results.json")
+    p.add_argument("--gradescope", action="store_true",
+                   help="also write Gradescope's results.json for each learner (OUT/gradescope/LEARNER.json)")
     p.add_argument("--resume", action="store_true", help="skip learners already graded in --out")
     p.add_argument("--memory", default="4G", help="memory cap per submission, kernel + database (default 4G)")
     p.add_argument("--disk", default="2G", help="cap on a submission's database and files (default 2G)")

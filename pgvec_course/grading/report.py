@@ -34,6 +34,7 @@ STATUS_TEXT = {
 
 
 LOCK = ".grading.lock"
+GRADESCOPE = "gradescope"  # the folder of Gradescope results.json files, one per learner
 CSV_HEADER = ["learner", "exercise", "score", "max", "status"]
 
 
@@ -97,9 +98,11 @@ class Gradebook:
         write_atomic(self.out / f"{sub.learner}.json", json.dumps(asdict(sub), indent=2) + "\n")
         write_atomic(self.out / f"{sub.learner}.md", feedback(sub))
         if self.gradescope:
-            # Gradescope reads results/results.json for the one submission it grades.
-            name = "results.json" if len(self.learners) == 1 else f"{sub.learner}.results.json"
-            write_atomic(self.out / name, json.dumps(gradescope_results(sub), indent=2) + "\n")
+            # A folder of their own: beside the reports, learner "x"'s results would be the report of a
+            # learner named "x.results" (and a lone learner's results.json that of a learner "results").
+            (self.out / GRADESCOPE).mkdir(exist_ok=True)
+            write_atomic(self.out / GRADESCOPE / f"{sub.learner}.json",
+                         json.dumps(gradescope_results(sub), indent=2) + "\n")
         write_atomic(self.out / "grades.csv", grades_csv(self.results()))
 
     def results(self) -> list[Submission]:
